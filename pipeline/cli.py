@@ -23,15 +23,36 @@ from pipeline.errors import InputError
 
 #: name -> (module with add_arguments/run, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "phantom": ("pipeline.phantom.command", "generate a synthetic CT phantom cohort with exact labels"),
-    "segment": ("pipeline.segment.command", "segment liver and tumour in a CT with a MONAI model bundle"),
-    "measure": ("pipeline.measure.command", "measure liver, tumour burden and each lesion of one scan"),
-    "respond": ("pipeline.response.command", "match lesions over time and classify response (RECIST 1.1, mRECIST, Choi, volumetric)"),
-    "evaluate": ("pipeline.segment.evaluate_command", "compare predicted label maps with reference label maps"),
+    "phantom": (
+        "pipeline.phantom.command",
+        "generate a synthetic CT phantom cohort with exact labels",
+    ),
+    "segment": (
+        "pipeline.segment.command",
+        "segment liver and tumour in a CT with a MONAI model bundle",
+    ),
+    "measure": (
+        "pipeline.measure.command",
+        "measure liver, tumour burden and each lesion of one scan",
+    ),
+    "respond": (
+        "pipeline.response.command",
+        "match lesions over time and classify response (RECIST 1.1, mRECIST, Choi, volumetric)",
+    ),
+    "evaluate": (
+        "pipeline.segment.evaluate_command",
+        "compare predicted label maps with reference label maps",
+    ),
     "train": ("pipeline.segment.train_command", "train a liver and tumour model bundle"),
     "report": ("pipeline.report.command", "write a subject's self-contained HTML report"),
-    "cohort": ("pipeline.report.cohort_command", "collect subjects into cohort.csv and cohort figures"),
-    "dicom-seg": ("pipeline.report.dicom_seg_command", "write a label map as DICOM SEG referencing its source series"),
+    "cohort": (
+        "pipeline.report.cohort_command",
+        "collect subjects into cohort.csv and cohort figures",
+    ),
+    "dicom-seg": (
+        "pipeline.report.dicom_seg_command",
+        "write a label map as DICOM SEG referencing its source series",
+    ),
 }
 
 
@@ -109,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"liverburden {command}: error: out of memory; try a smaller image or a machine with more memory",
+            f"liverburden {command}: error: out of memory; "
+            "try a smaller image or a machine with more memory",
             file=sys.stderr,
         )
         return 2

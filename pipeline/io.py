@@ -203,7 +203,9 @@ def _index_to_physical_matrix(image: sitk.Image) -> np.ndarray:
     return direction_matrix(image) @ np.diag(np.asarray(image.GetSpacing(), dtype=float))
 
 
-def same_grid(a: sitk.Image, b: sitk.Image, tolerance_voxels: float = GRID_TOLERANCE_VOXELS) -> bool:
+def same_grid(
+    a: sitk.Image, b: sitk.Image, tolerance_voxels: float = GRID_TOLERANCE_VOXELS
+) -> bool:
     """True when ``a`` and ``b`` have the same size and, within a fraction of a
     voxel, the same spacing, origin and direction (the same voxel lattice
     stored the same way)."""
@@ -296,19 +298,88 @@ def _nifti_expected_bytes(header: bytes, source: Path) -> int:
     return int(vox_offset) + count * max(int(bitpix), 8) // 8
 
 
+def _nifti_header_spacing(header: bytes) -> list[float]:
+    """pixdim[1..3] of a NIfTI-1 / NIfTI-2 header (spatial voxel sizes)."""
+    for order in ("<", ">"):
+        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
+        if sizeof_hdr == 348:
+            return list(struct.unpack(order + "3f", header[80:92]))
+        if sizeof_hdr == 540:
+            return list(struct.unpack(order + "3d", header[112:136]))
+    return []
+
+
+def _check_header_spacing(path: Path, spacing: Sequence[float]) -> None:
+    """Refuse zero, negative or non-finite spacing written in a file header.
+
+    ITK silently takes the absolute value of a negative spacing (which can
+    mirror the image without saying so) and fails obscurely on zero or NaN.
+    """
+    for axis, value in zip("xyz", spacing, strict=False):
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(
+                path,
+                f"voxel spacing along {axis} in the file header is {value:g}",
+                "a positive spacing in mm",
+            )
+
+
+def _nifti_float_layout(header: bytes) -> tuple[np.dtype, int] | None:
+    """(dtype, data offset) for float NIfTI data, whose NaN ITK silently reads as 0."""
+    for order in ("<", ">"):
+        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
+        if sizeof_hdr == 348:
+            (code,) = struct.unpack(order + "h", header[70:72])
+            (offset,) = struct.unpack(order + "f", header[108:112])
+            break
+        if sizeof_hdr == 540:
+            (code,) = struct.unpack(order + "h", header[12:14])
+            (offset,) = struct.unpack(order + "q", header[168:176])
+            break
+    else:
+        return None
+    kinds = {16: "f4", 64: "f8"}
+    if code not in kinds:
+        return None
+    return np.dtype(order + kinds[code]), int(offset)
+
+
 def _check_nifti_complete(path: Path) -> None:
-    """Detect truncated or corrupt NIfTI files (ITK fills a truncated gzip with zeros)."""
+    """Detect truncated or corrupt NIfTI files (ITK fills a truncated gzip with zeros)
+    and non-finite float voxels (ITK reads NaN as 0)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     total = 0
+    non_finite = 0
     try:
         with opener(path, "rb") as handle:
             header = handle.read(540)
             if len(header) < 348:
                 raise InputError(path, "file is empty or truncated (no complete NIfTI header)")
             expected = _nifti_expected_bytes(header, path)
+            ndim = (
+                struct.unpack("<h", header[40:42])[0] if header[:4] == struct.pack("<i", 348) else 3
+            )
+            _check_header_spacing(path, _nifti_header_spacing(header)[: max(1, min(int(ndim), 3))])
+            layout = _nifti_float_layout(header)
+            pending, position = header, 0  # position: file offset of pending[0]
             total = len(header)
-            while chunk := handle.read(1 << 22):
+            while True:
+                if layout is not None:
+                    dtype, data_offset = layout
+                    start = min(len(pending), max(0, data_offset - position))
+                    count = (len(pending) - start) // dtype.itemsize
+                    values = np.frombuffer(pending, dtype=dtype, count=count, offset=start)
+                    non_finite += int(count - np.count_nonzero(np.isfinite(values)))
+                    consumed = start + count * dtype.itemsize
+                else:
+                    consumed = len(pending)
+                position += consumed
+                pending = pending[consumed:]
+                chunk = handle.read(1 << 22)
+                if not chunk:
+                    break
                 total += len(chunk)
+                pending += chunk
     except InputError:
         raise
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
@@ -316,6 +387,10 @@ def _check_nifti_complete(path: Path) -> None:
     if total < expected:
         raise InputError(
             path, f"truncated file: holds {total} bytes of image data, its header needs {expected}"
+        )
+    if non_finite:
+        raise InputError(
+            path, f"{non_finite} voxels are not finite (NaN or infinite)", "finite values"
         )
 
 
@@ -355,15 +430,41 @@ def _check_raw_complete(path: Path, expected: int, data: bytes, compressed: bool
     else:
         length = len(data)
     if length < expected:
-        raise InputError(path, f"truncated file: holds {length} bytes of image data, needs {expected}")
+        raise InputError(
+            path, f"truncated file: holds {length} bytes of image data, needs {expected}"
+        )
 
 
 _ITK_TYPE_BYTES = {
-    "met_char": 1, "met_uchar": 1, "met_short": 2, "met_ushort": 2, "met_int": 4, "met_uint": 4,
-    "met_long": 8, "met_ulong": 8, "met_float": 4, "met_double": 8,
-    "int8": 1, "uint8": 1, "uchar": 1, "signed char": 1, "unsigned char": 1, "short": 2,
-    "int16": 2, "uint16": 2, "ushort": 2, "unsigned short": 2, "short int": 2, "int": 4,
-    "int32": 4, "uint32": 4, "unsigned int": 4, "float": 4, "double": 8, "int64": 8, "uint64": 8,
+    "met_char": 1,
+    "met_uchar": 1,
+    "met_short": 2,
+    "met_ushort": 2,
+    "met_int": 4,
+    "met_uint": 4,
+    "met_long": 8,
+    "met_ulong": 8,
+    "met_float": 4,
+    "met_double": 8,
+    "int8": 1,
+    "uint8": 1,
+    "uchar": 1,
+    "signed char": 1,
+    "unsigned char": 1,
+    "short": 2,
+    "int16": 2,
+    "uint16": 2,
+    "ushort": 2,
+    "unsigned short": 2,
+    "short int": 2,
+    "int": 4,
+    "int32": 4,
+    "uint32": 4,
+    "unsigned int": 4,
+    "float": 4,
+    "double": 8,
+    "int64": 8,
+    "uint64": 8,
 }
 
 
@@ -371,6 +472,14 @@ def _check_attached_data_complete(path: Path) -> None:
     """Completeness of attached-data NRRD and MetaImage (.mha) files."""
     fields, offset = _read_text_header(path)
     name = path.name.lower()
+    spacing_text = fields.get("elementspacing") or fields.get("spacings")
+    if spacing_text:
+        try:
+            _check_header_spacing(path, [float(v) for v in spacing_text.split()])
+        except ValueError:
+            raise InputError(
+                path, f"unreadable voxel spacing in the header: {spacing_text!r}"
+            ) from None
     if name.endswith(".nrrd"):
         sizes = [int(s) for s in fields.get("sizes", "").split()]
         item = _ITK_TYPE_BYTES.get(fields.get("type", "").lower())
@@ -412,7 +521,9 @@ def read_image_file(path: str | os.PathLike[str], *, what: str = "image") -> sit
         raise InputError(path, "file is empty")
     if not has_suffix(path, IMAGE_SUFFIXES):
         raise InputError(
-            path, f"unsupported {what} file type", ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM folder"
+            path,
+            f"unsupported {what} file type",
+            ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM folder",
         )
     if has_suffix(path, NIFTI_SUFFIXES):
         _check_nifti_complete(path)
@@ -423,12 +534,16 @@ def read_image_file(path: str | os.PathLike[str], *, what: str = "image") -> sit
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise InputError(path, f"cannot read this file as an {what} (not an image, or corrupt)") from None
+        raise InputError(
+            path, f"cannot read this file as an {what} (not an image, or corrupt)"
+        ) from None
     _check_size(tuple(reader.GetSize()), path)
     try:
         image = reader.Execute()
     except RuntimeError:
-        raise InputError(path, f"cannot read the voxel data of this {what} (corrupt file)") from None
+        raise InputError(
+            path, f"cannot read the voxel data of this {what} (corrupt file)"
+        ) from None
     for key in image.GetMetaDataKeys():  # never carry header text (descriptions, names) along
         image.EraseMetaData(key)
     return image
@@ -460,19 +575,27 @@ def _check_size(size: Sequence[int], source: Path | str) -> None:
 def check_ct_geometry(image: sitk.Image, source: Path | str) -> None:
     """Refuse images that are not 3-D scalar volumes with plausible spacing."""
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(source, "image has several components per voxel (colour or vector image)", "a scalar CT volume")
+        raise InputError(
+            source,
+            "image has several components per voxel (colour or vector image)",
+            "a scalar CT volume",
+        )
     dimension = image.GetDimension()
     size = image.GetSize()
     if dimension == 4 and size[3] == 1:
         dimension = 3
     if dimension != 3:
-        raise InputError(source, f"image is {dimension}-D ({'x'.join(map(str, size))})", "a 3-D volume")
+        raise InputError(
+            source, f"image is {dimension}-D ({'x'.join(map(str, size))})", "a 3-D volume"
+        )
     if any(s < 1 for s in size[:3]):
         raise InputError(source, "image has an empty axis", "a 3-D volume")
     spacing = image.GetSpacing()[:3]
     for axis, value in zip("xyz", spacing, strict=True):
         if not math.isfinite(value) or value <= 0:
-            raise InputError(source, f"voxel spacing along {axis} is {value}", "a positive spacing in mm")
+            raise InputError(
+                source, f"voxel spacing along {axis} is {value}", "a positive spacing in mm"
+            )
         if not SPACING_MIN_MM <= value <= SPACING_MAX_MM:
             raise InputError(
                 source,
@@ -482,8 +605,12 @@ def check_ct_geometry(image: sitk.Image, source: Path | str) -> None:
     direction = np.asarray(image.GetDirection(), dtype=float)
     if direction.size == 9:
         matrix = direction.reshape(3, 3)
-        if not np.all(np.isfinite(matrix)) or not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-3):
-            raise InputError(source, "direction matrix is not orthonormal (sheared or corrupt geometry)")
+        if not np.all(np.isfinite(matrix)) or not np.allclose(
+            matrix.T @ matrix, np.eye(3), atol=1e-3
+        ):
+            raise InputError(
+                source, "direction matrix is not orthonormal (sheared or corrupt geometry)"
+            )
     if not all(math.isfinite(o) for o in image.GetOrigin()):
         raise InputError(source, "image origin is not finite")
 
@@ -509,7 +636,9 @@ def check_hounsfield(array: np.ndarray, source: Path | str) -> None:
         bad = int(array.size - np.count_nonzero(finite))
         nans = int(np.count_nonzero(np.isnan(array)))
         raise InputError(
-            source, f"{bad} voxels are not finite ({nans} NaN, {bad - nans} infinite)", "finite Hounsfield units"
+            source,
+            f"{bad} voxels are not finite ({nans} NaN, {bad - nans} infinite)",
+            "finite Hounsfield units",
         )
     low, high = float(array.min()), float(array.max())
     if low < HU_MIN_PLAUSIBLE or high > HU_MAX_PLAUSIBLE:
@@ -521,7 +650,8 @@ def check_hounsfield(array: np.ndarray, source: Path | str) -> None:
     if low >= HU_FAT_OR_AIR_BELOW:
         raise InputError(
             source,
-            f"no voxel below {HU_FAT_OR_AIR_BELOW:g} HU (lowest {low:g}): no fat or air, so the values are "
+            f"no voxel below {HU_FAT_OR_AIR_BELOW:g} HU (lowest {low:g}): no fat or air, "
+            "so the values are "
             "not Hounsfield units (missing rescale, or not a CT)",
             "a CT in Hounsfield units",
         )
@@ -589,6 +719,7 @@ def _scan_dicom_folder(folder: Path) -> tuple[list[_DicomSlice], int]:
                     raise InputError(path, f"corrupt DICOM file ({type(exc).__name__})") from None
                 skipped += 1
                 continue
+
             def floats(value: Any) -> tuple[float, ...] | None:
                 if value is None:
                     return None
@@ -627,7 +758,12 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
     """Sort slices along their normal and refuse what cannot be stacked into a volume."""
     uid = series[0].series_uid
     for s in series:
-        if s.orientation is None or len(s.orientation) != 6 or s.position is None or len(s.position) != 3:
+        if (
+            s.orientation is None
+            or len(s.orientation) != 6
+            or s.position is None
+            or len(s.position) != 3
+        ):
             raise InputError(s.path, "slice has no ImageOrientationPatient / ImagePositionPatient")
         if s.pixel_spacing is None or len(s.pixel_spacing) != 2:
             raise InputError(s.path, "slice has no PixelSpacing")
@@ -643,7 +779,9 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
     normal = np.cross(row, column)
     if len(series) < MIN_SLICES:
         raise InputError(
-            folder, f"series {uid} has {len(series)} slice(s)", f"a volume of at least {MIN_SLICES} slices"
+            folder,
+            f"series {uid} has {len(series)} slice(s)",
+            f"a volume of at least {MIN_SLICES} slices",
         )
     positions = np.asarray([s.position for s in series])
     along = positions @ normal
@@ -656,7 +794,8 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
         k = int(np.argmin(gaps))
         raise InputError(
             folder,
-            f"series {uid} has duplicated slice positions ({along[k]:.2f} mm along the slice normal, "
+            f"series {uid} has duplicated slice positions "
+            f"({along[k]:.2f} mm along the slice normal, "
             f"files {series[k].path.name} and {series[k + 1].path.name})",
             "one slice per position",
         )
@@ -670,7 +809,8 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
             missing = round(ratio) - 1
             raise InputError(
                 folder,
-                f"series {uid} is missing {missing} slice(s) between {along[k]:.2f} and {along[k + 1]:.2f} mm "
+                f"series {uid} is missing {missing} slice(s) "
+                f"between {along[k]:.2f} and {along[k + 1]:.2f} mm "
                 f"(gap {gaps[k]:.2f} mm, regular spacing {regular:.2f} mm)",
                 "a complete series with evenly spaced slices",
             )
@@ -688,7 +828,8 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
         if angle > 0.5:
             raise InputError(
                 folder,
-                f"series {uid} is gantry-tilted or sheared: slices are stacked {angle:.1f} degrees off their "
+                f"series {uid} is gantry-tilted or sheared: "
+                f"slices are stacked {angle:.1f} degrees off their "
                 "normal",
                 "an untilted series (resample it with gantry-tilt correction first)",
             )
@@ -716,14 +857,19 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     ]
     ignored = len(slices) - len(images)
     if ignored:
-        notes.append(f"ignored {ignored} DICOM object(s) that are not axial images (localizers, secondary captures, SEG, SR)")
+        notes.append(
+            f"ignored {ignored} DICOM object(s) that are not axial images "
+            "(localizers, secondary captures, SEG, SR)"
+        )
     by_series: dict[str, list[_DicomSlice]] = {}
     for s in images:
         by_series.setdefault(s.series_uid, []).append(s)
     if series_uid is not None:
         if series_uid not in by_series:
             raise InputError(
-                folder, f"no image series with UID {series_uid}", "one of: " + ", ".join(sorted(by_series)) or "none"
+                folder,
+                f"no image series with UID {series_uid}",
+                "one of: " + ", ".join(sorted(by_series)) or "none",
             )
         chosen = by_series[series_uid]
     else:
@@ -732,7 +878,9 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
             modalities = sorted({ss[0].modality or "unknown" for ss in by_series.values()})
             if modalities:
                 raise InputError(
-                    folder, f"no CT series (modality {', '.join(modalities)})", "CT in Hounsfield units"
+                    folder,
+                    f"no CT series (modality {', '.join(modalities)})",
+                    "CT in Hounsfield units",
                 )
             raise InputError(folder, "no CT image series", "a folder with one CT series")
         ranked = sorted(ct_series.items(), key=lambda item: (-len(item[1]), item[0]))
@@ -744,14 +892,21 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
             )
     first = chosen[0]
     if first.modality != "CT":
-        raise InputError(folder, f"series is {first.modality or 'of unknown modality'}, not CT", "CT in Hounsfield units")
+        raise InputError(
+            folder,
+            f"series is {first.modality or 'of unknown modality'}, not CT",
+            "CT in Hounsfield units",
+        )
     if any(s.sop_class_uid == ENHANCED_CT_IMAGE_STORAGE or s.frames > 1 for s in chosen):
-        raise InputError(folder, "multi-frame (enhanced) CT is not supported", "a classic single-frame CT series")
+        raise InputError(
+            folder, "multi-frame (enhanced) CT is not supported", "a classic single-frame CT series"
+        )
     missing_rescale = [s for s in chosen if not s.has_rescale]
     if missing_rescale:
         raise InputError(
             missing_rescale[0].path,
-            "CT slice has no RescaleSlope / RescaleIntercept, so its values are not Hounsfield units",
+            "CT slice has no RescaleSlope / RescaleIntercept, "
+            "so its values are not Hounsfield units",
             "CT slices with the HU rescale",
         )
     chosen = _check_series_geometry(folder, chosen)
@@ -763,7 +918,9 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     try:
         image = reader.Execute()
     except RuntimeError:
-        raise InputError(folder, "cannot decode the pixel data of this series (corrupt or unsupported)") from None
+        raise InputError(
+            folder, "cannot decode the pixel data of this series (corrupt or unsupported)"
+        ) from None
     for key in image.GetMetaDataKeys():
         image.EraseMetaData(key)
     image = _as_float_ct(image, folder)
@@ -810,7 +967,9 @@ def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTSc
         scan = read_dicom_series(path, series_uid)
     else:
         if series_uid is not None:
-            raise InputError("--series", "only applies to DICOM folders", f"no --series with the file {path}")
+            raise InputError(
+                "--series", "only applies to DICOM folders", f"no --series with the file {path}"
+            )
         image = read_image_file(path, what="CT image")
         scan = CTScan(image=_as_float_ct(image, path), source=path)
     for note in scan.notes:
@@ -847,7 +1006,9 @@ def read_label_map(
     if same_grid(reference, image):
         image.CopyInformation(reference)
     elif same_lattice(reference, image):
-        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+        image = sitk.Resample(
+            image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID()
+        )
     else:
         raise InputError(
             path,
@@ -856,15 +1017,20 @@ def read_label_map(
             "a label map on exactly the image's voxel grid",
         )
     array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise InputError(path, f"{what} holds non-integer values", "labels 0, 1, 2")
+    if np.issubdtype(array.dtype, np.floating) and (
+        not np.all(np.isfinite(array)) or not np.all(array == np.round(array))
+    ):
+        raise InputError(path, f"{what} holds non-integer values", "labels 0, 1, 2")
     values = np.unique(array)
     unexpected = [v for v in values.tolist() if v not in LABEL_VALUES]
     if unexpected:
-        shown = ", ".join(f"{v:g}" for v in unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
+        shown = ", ".join(f"{v:g}" for v in unexpected[:5]) + (
+            " ..." if len(unexpected) > 5 else ""
+        )
         raise InputError(
-            path, f"{what} holds label values other than 0/1/2 ({shown})", "0 background, 1 liver, 2 tumour"
+            path,
+            f"{what} holds label values other than 0/1/2 ({shown})",
+            "0 background, 1 liver, 2 tumour",
         )
     if require_liver and not np.any(values > 0):
         raise InputError(path, f"{what} contains no liver (no voxel labelled 1 or 2)")
@@ -887,7 +1053,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent
+    )
     os.close(handle)
     temporary = Path(name)
     try:
@@ -975,7 +1143,9 @@ def output_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield temporary
         if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            retired = Path(
+                tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+            )
             os.replace(path, retired / "previous")
             os.replace(temporary, path)
             shutil.rmtree(retired, ignore_errors=True)
@@ -995,6 +1165,14 @@ def refuse_overwriting_inputs(
         target = Path(output).resolve()
         for source in resolved_inputs:
             if target == source or (source.is_dir() and source in target.parents):
-                raise InputError(output, f"would overwrite the input {source}", "an output path apart from the inputs")
+                raise InputError(
+                    output,
+                    f"would overwrite the input {source}",
+                    "an output path apart from the inputs",
+                )
             if target.is_dir() and target in source.parents:
-                raise InputError(output, f"output folder holds the input {source}", "an output folder apart from the inputs")
+                raise InputError(
+                    output,
+                    f"output folder holds the input {source}",
+                    "an output folder apart from the inputs",
+                )

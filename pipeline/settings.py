@@ -65,14 +65,20 @@ def _coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
     return value
 
 
-def settings_from_mapping(cls: type[T], mapping: dict[str, Any] | None, source: str = "settings") -> T:
+def settings_from_mapping(
+    cls: type[T], mapping: dict[str, Any] | None, source: str = "settings"
+) -> T:
     """Build the dataclass ``cls`` from ``mapping``, refusing unknown keys and wrong types."""
     mapping = dict(mapping or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(mapping) - names)
     if unknown:
-        raise InputError(source, f"unknown setting(s): {', '.join(unknown)}", "one of: " + ", ".join(sorted(names)))
+        raise InputError(
+            source,
+            f"unknown setting(s): {', '.join(unknown)}",
+            "one of: " + ", ".join(sorted(names)),
+        )
     values = {key: _coerce(value, hints[key], source, key) for key, value in mapping.items()}
     return cls(**values)
 
@@ -93,7 +99,8 @@ def load_settings(cls: type[T], path: str | os.PathLike[str] | None, section: st
         if not isinstance(data, dict):
             raise InputError(path, f"section {section!r} must be a mapping of names to values")
     elif any(isinstance(v, dict) for v in data.values()) and not any(
-        f.name in data for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        f.name in data
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
     ):
         return cls()  # a whole workflow config without this stage's section: defaults
     return settings_from_mapping(cls, data, str(path))

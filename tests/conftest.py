@@ -24,7 +24,10 @@ def shared_data(relative: str) -> Path:
     """Path of a file under ``../shared/data``; skips the test when it is absent."""
     path = SHARED_DATA / relative
     if not path.exists():
-        pytest.skip(f"real CT data not available: {path} is absent (only CI and developers have ../shared/data)")
+        pytest.skip(
+            f"real CT data not available: {path} is absent "
+            "(only CI and developers have ../shared/data)"
+        )
     return path
 
 
