@@ -1021,7 +1021,11 @@ def read_label_map(
         not np.all(np.isfinite(array)) or not np.all(array == np.round(array))
     ):
         raise InputError(path, f"{what} holds non-integer values", "labels 0, 1, 2")
-    values = np.unique(array)
+    if np.issubdtype(array.dtype, np.integer) and array.size and int(array.min()) >= 0:
+        counts = np.bincount(array.ravel().astype(np.intp, copy=False))  # much faster than unique
+        values = np.flatnonzero(counts)
+    else:
+        values = np.unique(array)
     unexpected = [v for v in values.tolist() if v not in LABEL_VALUES]
     if unexpected:
         shown = ", ".join(f"{v:g}" for v in unexpected[:5]) + (
@@ -1042,6 +1046,20 @@ def read_label_map(
 # -------------------------------------------------------------- atomic output
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _give_default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries: give the final output the
+    permissions any new file or folder would have (the user's umask), so that a
+    group sharing a cluster project folder can read the results."""
+    mode = (0o777 if path.is_dir() else 0o666) & ~_umask()
+    os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -1060,6 +1078,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        if temporary.exists():
+            _give_default_permissions(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -1142,6 +1162,7 @@ def output_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield temporary
+        _give_default_permissions(temporary)
         if path.exists():
             retired = Path(
                 tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)

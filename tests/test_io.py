@@ -356,6 +356,10 @@ def test_atomic_writes_and_output_directory(tmp_path: Path) -> None:
     with output_directory(target) as work:
         (work / "again.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["again.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~umask
 
 
 def test_refuse_overwriting_inputs(tmp_path: Path) -> None:
