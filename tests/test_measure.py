@@ -718,3 +718,29 @@ def test_liver_volume_plausibility_range_is_a_setting() -> None:
     values = measure_scan(scan.ct, scan.labels, settings).values
     assert "liver_volume_implausible" not in {f["code"] for f in values["flags"]}
     assert values["settings"]["liver_volume_plausible_ml"] == (100.0, 1000.0)
+
+
+def test_viable_specks_are_noise_and_diameter_is_of_the_largest_viable_part() -> None:
+    """A necrotic lesion with one small enhancing nodule and stray enhancing voxels
+    far from it: the viable diameter is the nodule's, not the span of the specks."""
+    portal, labels, arterial, truth = _arterial_case({"rim": 20.0, "core": 20.0})
+    arterial_array = sitk.GetArrayFromImage(arterial)
+    first = sitk.GetArrayFromImage(labels) == 2
+    first &= ~truth["second"]
+    zs, ys, xs = np.nonzero(first)
+    z = int(np.median(zs))
+    in_slice = np.argwhere(first[z])
+    # a 3 x 3 x 3 enhancing nodule at one edge, a single enhancing voxel at the other
+    (y0, x0), (y1, x1) = in_slice[np.argmin(in_slice[:, 1])], in_slice[np.argmax(in_slice[:, 1])]
+    arterial_array[z - 1 : z + 2, y0 - 1 : y0 + 2, x0 + 1 : x0 + 4] = 150.0
+    arterial_array[z, y1, x1] = 150.0
+    noisy = sitk.GetImageFromArray(arterial_array)
+    noisy.CopyInformation(arterial)
+    lesion = measure_scan(portal, labels, arterial=noisy).values["lesions"][0]
+    nodule = arterial_array[first] >= 150.0
+    assert lesion["viable_longest_axial_diameter_mm"] < 6.0  # the 3-voxel nodule, not ~30 mm
+    assert lesion["viable_volume_ml"] <= np.count_nonzero(nodule) * voxel_volume_ml((1, 1, 2))
+    kept = measure_scan(
+        portal, labels, MeasureSettings(viable_min_component_ml=0.0), arterial=noisy
+    ).values["lesions"][0]
+    assert kept["viable_volume_ml"] > lesion["viable_volume_ml"]

@@ -48,6 +48,7 @@ from pipeline.measure.viable import (
     lipiodol_mask,
     peri_tumoral_ring,
     ring_margin_voxels,
+    remove_viable_specks,
     viable_mask,
 )
 from pipeline.measure.volumes import involvement_band, involvement_percent, is_measurable
@@ -673,8 +674,11 @@ def _measure_viable(
     viable = viable_mask(
         mask, arterial_local, reference, margin_hu=settings.viable_margin_hu, lipiodol=lipiodol
     )
+    viable, largest_viable_part = remove_viable_specks(
+        viable, spacing, settings.viable_min_component_ml
+    )
     viable_voxels = int(np.count_nonzero(viable))
-    diameters = axial_diameters(viable, spacing, axis)
+    diameters = axial_diameters(largest_viable_part, spacing, axis)
     long_ends, _short_ends = _endpoints_lps(diameters, geometry, start_xyz)
     return {
         "_viable_mask": viable,

@@ -63,6 +63,10 @@ class MeasureSettings:
         mean arterial attenuation is the lesion's viability reference.
         10 mm: project choice, about one to two lesion radii for small lesions
         and clear of the lesion's partial-volume rim.
+    viable_min_component_ml
+        Connected viable parts smaller than this (mL) are image noise, not
+        viable tumour; the viable diameter is measured on the largest
+        connected viable part. Project choice (as ``min_lesion_volume_ml``).
     peri_tumoral_ring_min_volume_ml
         When a lesion's ring holds less parenchyma than this (mL), for
         example a lesion surrounded by other tumour, the whole liver
@@ -88,6 +92,7 @@ class MeasureSettings:
     lipiodol_min_hu: float = 300.0
     peri_tumoral_ring_mm: float = 10.0
     peri_tumoral_ring_min_volume_ml: float = 1.0
+    viable_min_component_ml: float = 0.05
     liver_volume_plausible_ml: tuple[float, float] = (500.0, 5000.0)
     many_noise_components: int = 20
 
@@ -130,6 +135,7 @@ def check_settings(settings: MeasureSettings, source: str | os.PathLike[str] = "
             raise InputError(source, f"setting {name!r} is {value!r}", "a finite number in HU")
     number("peri_tumoral_ring_mm", settings.peri_tumoral_ring_mm, strict=True)
     number("peri_tumoral_ring_min_volume_ml", settings.peri_tumoral_ring_min_volume_ml)
+    number("viable_min_component_ml", settings.viable_min_component_ml)
     plausible = tuple(settings.liver_volume_plausible_ml)
     if (
         len(plausible) != 2

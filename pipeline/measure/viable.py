@@ -12,7 +12,13 @@ Rules (docs/response-criteria.md, after Lencioni & Llovet, Semin Liver Dis 2010)
 * a tumour voxel is viable when its arterial attenuation is at least the
   reference plus ``viable_margin_hu``, and it is not lipiodol;
 * lipiodol: attenuation above ``lipiodol_min_hu`` in both the portal-venous and
-  the arterial phase (it is dense in every phase; enhancing tumour is not).
+  the arterial phase (it is dense in every phase; enhancing tumour is not);
+* viable specks smaller than ``viable_min_component_ml`` (3-D connected
+  components, 26-connectivity) are image noise, not viable tumour;
+* the viable diameter is the longest axial diameter of the largest connected
+  viable part: mRECIST measures viable tumour "not including any major
+  intervening areas of necrosis" (Lencioni & Llovet 2010), so two enhancing
+  nodules on either side of a necrotic core are not measured as one.
 
 All arrays are indexed ``[z, y, x]``; spacing is ``(x, y, z)`` in mm.
 """
@@ -80,3 +86,28 @@ def viable_mask(
     if lipiodol is not None:
         viable &= ~np.asarray(lipiodol, dtype=bool)
     return viable
+
+
+def remove_viable_specks(
+    viable: np.ndarray, spacing_mm: Sequence[float], min_component_ml: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop viable components below ``min_component_ml`` (mL).
+
+    Returns
+    -------
+    (cleaned, largest)
+        The viable voxels that remain, and the largest connected viable part
+        (empty when nothing remains), both boolean ``[z, y, x]``.
+    """
+    viable = np.asarray(viable, dtype=bool)
+    labels, count = ndimage.label(viable, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return viable, viable
+    x, y, z = (float(s) for s in spacing_mm)
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = sizes * (x * y * z / 1000.0) >= min_component_ml
+    cleaned = keep[labels - 1] & viable
+    if not keep.any():
+        return cleaned, cleaned
+    largest = labels == (int(np.argmax(np.where(keep, sizes, 0))) + 1)
+    return cleaned, largest
