@@ -727,7 +727,7 @@ def test_viable_specks_are_noise_and_diameter_is_of_the_largest_viable_part() ->
     arterial_array = sitk.GetArrayFromImage(arterial)
     first = sitk.GetArrayFromImage(labels) == 2
     first &= ~truth["second"]
-    zs, ys, xs = np.nonzero(first)
+    zs = np.nonzero(first)[0]
     z = int(np.median(zs))
     in_slice = np.argwhere(first[z])
     # a 3 x 3 x 3 enhancing nodule at one edge, a single enhancing voxel at the other

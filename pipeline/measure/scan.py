@@ -47,8 +47,8 @@ from pipeline.measure.settings import MeasureSettings
 from pipeline.measure.viable import (
     lipiodol_mask,
     peri_tumoral_ring,
-    ring_margin_voxels,
     remove_viable_specks,
+    ring_margin_voxels,
     viable_mask,
 )
 from pipeline.measure.volumes import involvement_band, involvement_percent, is_measurable
