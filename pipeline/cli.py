@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from pipeline import __version__
@@ -103,6 +105,15 @@ def _configure_logging(command: str, quiet: bool, verbose: bool) -> None:
     logging.getLogger("pipeline").setLevel(level)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler cancelling or timing out a job) as an exception, so
+    that temporary outputs are cleaned up on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``liverburden`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -116,8 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     _configure_logging(command, args.quiet, args.verbose)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return int(args._run(args) or 0)
+    except _Terminated:
+        print(f"liverburden {command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except InputError as error:
         if args.debug:
             raise
@@ -145,3 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -158,6 +158,13 @@ def resources_of(rule_name, key):
     return config["resources"][rule_name][key]
 
 
+def runtime_of(rule_name):
+    """Time limit (minutes) that grows with each retry, so a job the scheduler
+    killed at its limit is resubmitted with more time."""
+    base = config["resources"][rule_name]["runtime"]
+    return lambda wildcards, attempt: base * attempt
+
+
 def thread_limit(wildcards, threads):
     """Environment limiting a job's ITK and OpenMP threads to the threads it was given."""
     return f"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} OMP_NUM_THREADS={threads}"

@@ -32,7 +32,7 @@ rule demo_cohort:
     threads: resources_of("demo_cohort", "threads")
     resources:
         mem_mb=resources_of("demo_cohort", "mem_mb"),
-        runtime=resources_of("demo_cohort", "runtime"),
+        runtime=runtime_of("demo_cohort"),
     shell:
         # Snakemake creates the outputs' (empty) folders before the job; the phantom
         # command only writes into a new, empty or earlier-cohort folder: drop them first

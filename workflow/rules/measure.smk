@@ -39,7 +39,7 @@ rule measure:
     threads: resources_of("measure", "threads")
     resources:
         mem_mb=resources_of("measure", "mem_mb"),
-        runtime=resources_of("measure", "runtime"),
+        runtime=runtime_of("measure"),
     shell:
         "{params.limit} {LIVERBURDEN} measure {input.image:q} {input.segmentation:q} -o {params.folder:q}"
         " {params.options} --settings {input.settings:q} > {log:q} 2>&1"

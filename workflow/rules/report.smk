@@ -44,7 +44,7 @@ rule report:
     threads: resources_of("report", "threads")
     resources:
         mem_mb=resources_of("report", "mem_mb"),
-        runtime=resources_of("report", "runtime"),
+        runtime=runtime_of("report"),
     shell:
         "{params.limit} {LIVERBURDEN} report {params.options} --subject {wildcards.subject} -o {output.report:q}"
         " --settings {input.settings:q} > {log:q} 2>&1"
@@ -72,7 +72,7 @@ rule cohort:
     threads: resources_of("cohort", "threads")
     resources:
         mem_mb=resources_of("cohort", "mem_mb"),
-        runtime=resources_of("cohort", "runtime"),
+        runtime=runtime_of("cohort"),
     shell:
         "{params.limit} {LIVERBURDEN} cohort {params.folders}{params.responses} -o {output.table:q}"
         " --figures {params.figures:q} --settings {input.settings:q} > {log:q} 2>&1"
@@ -97,6 +97,6 @@ rule dicom_seg:
     threads: resources_of("dicom_seg", "threads")
     resources:
         mem_mb=resources_of("dicom_seg", "mem_mb"),
-        runtime=resources_of("dicom_seg", "runtime"),
+        runtime=runtime_of("dicom_seg"),
     shell:
         "{params.limit} {LIVERBURDEN} dicom-seg {input.segmentation:q} {input.dicom:q} -o {output.seg:q} > {log:q} 2>&1"

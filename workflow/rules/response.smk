@@ -49,7 +49,7 @@ rule respond:
     threads: resources_of("respond", "threads")
     resources:
         mem_mb=resources_of("respond", "mem_mb"),
-        runtime=resources_of("respond", "runtime"),
+        runtime=runtime_of("respond"),
     shell:
         "{params.limit} {LIVERBURDEN} respond {params.options} -o {output.response:q} --subject {wildcards.subject}"
         " --settings {input.settings:q} > {log:q} 2>&1"

@@ -28,7 +28,7 @@ rule segment:
     threads: resources_of("segment", "threads")
     resources:
         mem_mb=resources_of("segment", "mem_mb"),
-        runtime=resources_of("segment", "runtime"),
+        runtime=runtime_of("segment"),
         gpu=resources_of("segment", "gpu"),
     shell:
         "{params.limit} {LIVERBURDEN} segment {input.image:q} -o {output.segmentation:q} --threads {threads}"
