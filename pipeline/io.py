@@ -288,7 +288,9 @@ def _nifti_expected_bytes(header: bytes, source: Path) -> int:
             (vox_offset,) = struct.unpack(order + "q", header[168:176])
             break
     else:
-        raise InputError(source, "not a NIfTI file (bad header size field)")
+        raise InputError(
+            source, "not a NIfTI file (bad header size field)", "a NIfTI-1 or NIfTI-2 image"
+        )
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
         raise InputError(source, f"corrupt NIfTI header (dimension count {ndim})")
@@ -296,6 +298,21 @@ def _nifti_expected_bytes(header: bytes, source: Path) -> int:
     for extent in dims[1 : ndim + 1]:
         count *= max(int(extent), 1)
     return int(vox_offset) + count * max(int(bitpix), 8) // 8
+
+
+def _nifti_dimensions(header: bytes) -> list[int]:
+    """dim[1..dim[0]] of a NIfTI-1 / NIfTI-2 header (image size along each axis)."""
+    for order in ("<", ">"):
+        (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
+        if sizeof_hdr == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            break
+        if sizeof_hdr == 540:
+            dims = struct.unpack(order + "8q", header[16:80])
+            break
+    else:
+        return []
+    return [int(d) for d in dims[1 : max(1, min(int(dims[0]), 7)) + 1]]
 
 
 def _nifti_header_spacing(header: bytes) -> list[float]:
@@ -354,8 +371,14 @@ def _check_nifti_complete(path: Path) -> None:
         with opener(path, "rb") as handle:
             header = handle.read(540)
             if len(header) < 348:
-                raise InputError(path, "file is empty or truncated (no complete NIfTI header)")
+                raise InputError(
+                    path,
+                    "file is empty or truncated (no complete NIfTI header)",
+                    "a complete image file (copy or export it again)",
+                )
             expected = _nifti_expected_bytes(header, path)
+            # refuse a huge image from its header, before reading (or decompressing) any data
+            _check_size(_nifti_dimensions(header), path)
             ndim = (
                 struct.unpack("<h", header[40:42])[0] if header[:4] == struct.pack("<i", 348) else 3
             )
@@ -383,10 +406,16 @@ def _check_nifti_complete(path: Path) -> None:
     except InputError:
         raise
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise InputError(path, f"truncated or corrupt compressed file ({exc})") from None
+        raise InputError(
+            path,
+            f"truncated or corrupt compressed file ({exc})",
+            "a complete image file (copy or export it again)",
+        ) from None
     if total < expected:
         raise InputError(
-            path, f"truncated file: holds {total} bytes of image data, its header needs {expected}"
+            path,
+            f"truncated file: holds {total} bytes of image data, its header needs {expected}",
+            "a complete image file (copy or export it again)",
         )
     if non_finite:
         raise InputError(
@@ -423,15 +452,25 @@ def _check_raw_complete(path: Path, expected: int, data: bytes, compressed: bool
             decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
             out = decompressor.decompress(data)
             if not decompressor.eof:
-                raise InputError(path, "truncated compressed image data")
+                raise InputError(
+                    path,
+                    "truncated compressed image data",
+                    "a complete image file (copy or export it again)",
+                )
             length = len(out)
         except zlib.error as exc:
-            raise InputError(path, f"corrupt compressed image data ({exc})") from None
+            raise InputError(
+                path,
+                f"corrupt compressed image data ({exc})",
+                "a complete image file (copy or export it again)",
+            ) from None
     else:
         length = len(data)
     if length < expected:
         raise InputError(
-            path, f"truncated file: holds {length} bytes of image data, needs {expected}"
+            path,
+            f"truncated file: holds {length} bytes of image data, needs {expected}",
+            "a complete image file (copy or export it again)",
         )
 
 
@@ -499,6 +538,7 @@ def _check_attached_data_complete(path: Path) -> None:
         compressed = fields.get("compresseddata", "false").lower() == "true"
     else:
         return
+    _check_size(sizes, path)  # before reading the data
     expected = int(np.prod(sizes)) * item
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -514,11 +554,11 @@ def read_image_file(path: str | os.PathLike[str], *, what: str = "image") -> sit
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, f"{what} not found")
+        raise InputError(path, f"{what} not found", "an existing file (check the path)")
     if path.is_dir():
         raise InputError(path, f"is a folder, not an {what} file")
     if path.stat().st_size == 0:
-        raise InputError(path, "file is empty")
+        raise InputError(path, "file is empty", "a complete image file (copy or export it again)")
     if not has_suffix(path, IMAGE_SUFFIXES):
         raise InputError(
             path,
@@ -535,14 +575,18 @@ def read_image_file(path: str | os.PathLike[str], *, what: str = "image") -> sit
         reader.ReadImageInformation()
     except RuntimeError:
         raise InputError(
-            path, f"cannot read this file as an {what} (not an image, or corrupt)"
+            path,
+            f"cannot read this file as an {what} (not an image, or corrupt)",
+            "a NIfTI, NRRD or MetaImage file (with its data file for .nhdr / .mhd)",
         ) from None
     _check_size(tuple(reader.GetSize()), path)
     try:
         image = reader.Execute()
     except RuntimeError:
         raise InputError(
-            path, f"cannot read the voxel data of this {what} (corrupt file)"
+            path,
+            f"cannot read the voxel data of this {what} (corrupt file, or a missing data file)",
+            "a complete image (.mhd / .nhdr: with its data file beside it)",
         ) from None
     for key in image.GetMetaDataKeys():  # never carry header text (descriptions, names) along
         image.EraseMetaData(key)
@@ -550,7 +594,7 @@ def read_image_file(path: str | os.PathLike[str], *, what: str = "image") -> sit
 
 
 def _check_size(size: Sequence[int], source: Path | str) -> None:
-    voxels = int(np.prod([max(int(s), 1) for s in size]))
+    voxels = math.prod(max(int(s), 1) for s in size)
     limit = max_voxels()
     if voxels > limit:
         raise InputError(
@@ -609,7 +653,9 @@ def check_ct_geometry(image: sitk.Image, source: Path | str) -> None:
             matrix.T @ matrix, np.eye(3), atol=1e-3
         ):
             raise InputError(
-                source, "direction matrix is not orthonormal (sheared or corrupt geometry)"
+                source,
+                "direction matrix is not orthonormal (sheared or corrupt geometry)",
+                "perpendicular unit axes (resample a sheared volume first)",
             )
     if not all(math.isfinite(o) for o in image.GetOrigin()):
         raise InputError(source, "image origin is not finite")
@@ -711,14 +757,28 @@ def _scan_dicom_folder(folder: Path) -> tuple[list[_DicomSlice], int]:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=False)
             except InvalidDicomError:
                 if is_dicom_prefix:
-                    raise InputError(path, "corrupt DICOM file") from None
+                    raise InputError(path, "corrupt DICOM file", "readable DICOM files") from None
                 skipped += 1
                 continue
             except Exception as exc:  # pydicom raises many types for broken files
                 if is_dicom_prefix:
-                    raise InputError(path, f"corrupt DICOM file ({type(exc).__name__})") from None
+                    raise InputError(
+                        path,
+                        f"corrupt DICOM file ({type(exc).__name__})",
+                        "readable DICOM files",
+                    ) from None
                 skipped += 1
                 continue
+            if is_dicom_prefix and not (
+                ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+            ):
+                # pydicom parses garbage after the DICM prefix as private elements:
+                # a file that says it is DICOM but holds no SOP class is corrupt
+                raise InputError(
+                    path,
+                    "corrupt DICOM file (no SOP class in its header)",
+                    "readable DICOM files (remove or replace this one)",
+                )
 
             def floats(value: Any) -> tuple[float, ...] | None:
                 if value is None:
@@ -836,6 +896,18 @@ def _check_series_geometry(folder: Path, series: list[_DicomSlice]) -> list[_Dic
     return series
 
 
+def _undecodable_slice(series: list[_DicomSlice]) -> Path | None:
+    """The first file of ``series`` whose pixel data cannot be decoded (error path only)."""
+    reader = sitk.ImageFileReader()
+    for s in series:
+        reader.SetFileName(str(s.path))
+        try:
+            reader.Execute()
+        except RuntimeError:
+            return s.path
+    return None
+
+
 def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> CTScan:
     """Read a CT series from a DICOM folder.
 
@@ -885,6 +957,16 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
             raise InputError(folder, "no CT image series", "a folder with one CT series")
         ranked = sorted(ct_series.items(), key=lambda item: (-len(item[1]), item[0]))
         uid, chosen = ranked[0]
+        tied = [u for u, ss in ranked if len(ss) == len(chosen)]
+        if len(tied) > 1:
+            # two CT series of the same length (two phases, or a reconstruction of the
+            # same scan): taking either silently could measure the wrong phase
+            raise InputError(
+                folder,
+                f"folder holds {len(tied)} CT series of {len(chosen)} slices each "
+                f"({', '.join(tied)})",
+                "--series UID to choose one",
+            )
         if len(ranked) > 1:
             notes.append(
                 f"folder holds {len(ranked)} CT series; took {uid} with {len(chosen)} slices "
@@ -919,7 +1001,9 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         image = reader.Execute()
     except RuntimeError:
         raise InputError(
-            folder, "cannot decode the pixel data of this series (corrupt or unsupported)"
+            _undecodable_slice(chosen) or folder,
+            "cannot decode the pixel data of this series (corrupt, truncated or unsupported)",
+            "complete, uncompressed or standard-compressed CT slices",
         ) from None
     for key in image.GetMetaDataKeys():
         image.EraseMetaData(key)
@@ -1037,7 +1121,11 @@ def read_label_map(
             "0 background, 1 liver, 2 tumour",
         )
     if require_liver and not np.any(values > 0):
-        raise InputError(path, f"{what} contains no liver (no voxel labelled 1 or 2)")
+        raise InputError(
+            path,
+            f"{what} contains no liver (no voxel labelled 1 or 2)",
+            "a label map with the liver (1) and any tumour (2)",
+        )
     labels = sitk.Cast(image, sitk.sitkUInt8)
     labels.CopyInformation(reference)
     return labels
@@ -1140,11 +1228,13 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Read a JSON file, with a clear error when it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, f"{what} not found")
+        raise InputError(path, f"{what} not found", "an existing file (check the path)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from None
+        raise InputError(
+            path, f"not valid JSON ({exc})", f"the {what} as written by liverburden"
+        ) from None
 
 
 @contextlib.contextmanager

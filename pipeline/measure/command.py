@@ -12,6 +12,11 @@ OUTDIR:
   liver.nii.gz       liver mask including tumour (uint8)
   viable.nii.gz      viable voxels of each lesion by id (with --arterial only)
 
+When SEG was written by `liverburden segment`, its provenance JSON beside it
+(segmentation.nii.gz -> segmentation.json) names the model, and the model's
+flags (e.g. low_liver_confidence) are carried into measurements.json as
+segmentation_<flag> warnings.
+
 Example:
   liverburden measure ct.nii.gz labels.nii.gz -o results/P01/baseline/measure \\
       --date 2024-03-01 --timepoint baseline --subject P01
@@ -154,6 +159,85 @@ def lesion_table(lesions: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+#: Suffixes of label maps whose ``liverburden segment`` provenance lies beside them
+#: (``segmentation.nii.gz`` -> ``segmentation.json``).
+LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def segmentation_provenance_path(segmentation: Path) -> Path | None:
+    """Where ``liverburden segment`` put the provenance JSON of ``segmentation``."""
+    name = segmentation.name
+    for suffix in LABEL_MAP_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return segmentation.with_name(name[: -len(suffix)] + ".json")
+    return None
+
+
+def segmentation_flags(
+    segmentation: Path, liver_volume_ml: float
+) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """The model and flags of the segmentation's provenance JSON, when there is one.
+
+    The flags ``liverburden segment`` raised (``low_liver_confidence`` ...) travel
+    into the measurements as warnings with code ``segmentation_<flag>``, so that
+    they reach the response, the cohort table and the report. A JSON beside the
+    label map that ``segment`` did not write is ignored. When the label map's
+    liver volume differs from the one the model produced, the label map was
+    edited afterwards: the flag ``segmentation_edited`` says so (the model's
+    flags are kept, as they were raised for the unedited map).
+
+    Returns
+    -------
+    (summary, flags)
+        ``summary`` is ``None`` without a provenance JSON.
+    """
+    import json
+
+    path = segmentation_provenance_path(segmentation)
+    if path is None or not path.is_file():
+        return None, []
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.debug("%s is not a segmentation provenance record: ignored", path)
+        return None, []
+    if not isinstance(record, dict) or record.get("kind") != "segmentation":
+        return None, []
+    raw_flags = record.get("flags", [])
+    descriptions = record.get("flag_descriptions") or {}
+    if not isinstance(raw_flags, list) or not all(isinstance(f, str) for f in raw_flags):
+        raise InputError(path, f"flags must be a list of names, not {raw_flags!r}")
+    flags = [
+        {
+            "code": f"segmentation_{flag}",
+            "severity": "warning",
+            "message": "segmentation: "
+            + str(descriptions.get(flag, flag) if isinstance(descriptions, dict) else flag),
+        }
+        for flag in raw_flags
+    ]
+    model = record.get("model") if isinstance(record.get("model"), dict) else {}
+    statistics = record.get("statistics") if isinstance(record.get("statistics"), dict) else {}
+    produced = statistics.get("liver_volume_ml")
+    if isinstance(produced, int | float) and not math.isclose(
+        float(produced), liver_volume_ml, rel_tol=1e-6, abs_tol=1e-6
+    ):
+        flags.append(
+            {
+                "code": "segmentation_edited",
+                "severity": "info",
+                "message": f"the label map's liver ({liver_volume_ml:.1f} mL) differs from the "
+                f"model's ({float(produced):.1f} mL): it was edited after segmentation",
+            }
+        )
+    summary = {
+        "model": model.get("name"),
+        "model_version": model.get("version"),
+        "flags": list(raw_flags),
+    }
+    return summary, flags
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -214,6 +298,11 @@ def run(args: argparse.Namespace) -> int:
         **result.values,
     }
     measurements["settings"] = dataclasses.asdict(settings)
+    provenance, provenance_flags = segmentation_flags(
+        Path(args.segmentation), float(result.values["liver_volume_ml"])
+    )
+    measurements["segmentation"] = provenance
+    measurements["flags"] = [*provenance_flags, *measurements["flags"]]
 
     with output_directory(args.output) as folder:
         write_json(measurements, folder / MEASUREMENTS_FILE)

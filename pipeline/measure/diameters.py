@@ -29,6 +29,11 @@ their row can be ends of the longest diameter (they contain the convex hull of
 the cross-section), so pairs of those are searched exhaustively; slices whose
 bounding box cannot beat the best diameter so far are skipped.
 
+*Ties.* When several slices or pixel pairs reach the longest diameter (common
+on a voxel grid: the slices of a cylinder-like lesion, symmetric pairs in one
+slice), the one with the longest short axis is taken, so that neither number
+depends on the order in which the volume's slices and pixels are stored.
+
 *Short axis.* In the slice of the longest diameter, the longest line
 perpendicular to the long axis across the lesion, as a radiologist measures
 it: the lesion is cut by lines perpendicular to the long axis (spaced a quarter
@@ -102,12 +107,17 @@ def _chord_mm(direction: np.ndarray, spacing_p: float, spacing_q: float) -> np.n
     return 1.0 / np.sqrt((up / spacing_p) ** 2 + (uq / spacing_q) ** 2)
 
 
+#: Relative tolerance within which two caliper lengths are equal (ties).
+TIE_TOLERANCE = 1e-9
+
+
 def _slice_longest(
     points: np.ndarray, spacing_p: float, spacing_q: float
-) -> tuple[float, int, int]:
-    """Longest caliper length between two of ``points`` (pixel indices, n x 2)."""
+) -> tuple[float, list[tuple[int, int]]]:
+    """Longest caliper length between two of ``points`` (pixel indices, n x 2) and
+    every pair ``(i, j)``, ``i < j``, that reaches it (ties)."""
     if len(points) == 1:
-        return max(spacing_p, spacing_q), 0, 0
+        return max(spacing_p, spacing_q), [(0, 0)]
     physical = points * np.array([spacing_p, spacing_q])
     difference = physical[:, None, :] - physical[None, :, :]
     length = np.sqrt(np.einsum("ijk,ijk->ij", difference, difference))
@@ -115,9 +125,12 @@ def _slice_longest(
         unit = difference / length[..., None]
         total = length + _chord_mm(unit, spacing_p, spacing_q)
     total[length == 0] = max(spacing_p, spacing_q)
-    best = int(np.argmax(total))
-    i, j = divmod(best, len(points))
-    return float(total[i, j]), i, j
+    best = float(total.max())
+    tied = np.argwhere(np.triu(total >= best * (1.0 - TIE_TOLERANCE)))
+    if len(tied) == 0:  # a single point repeated: the diagonal holds the maximum
+        i, j = divmod(int(np.argmax(total)), len(points))
+        return best, [(i, j)]
+    return best, [(int(i), int(j)) for i, j in tied]
 
 
 def axial_diameters(
@@ -176,9 +189,12 @@ def axial_diameters(
     upper_bound = np.hypot(bound_p, bound_q) + largest_voxel
     order = np.lexsort((slices, -upper_bound))
 
-    best_length, best_slice, best_pair = -1.0, -1, (np.zeros(2), np.zeros(2))
+    # every (slice, pair of pixels) reaching the longest length: ties are common on a
+    # voxel grid (several slices of a cylinder-like lesion, symmetric pairs in a slice)
+    best_length = -1.0
+    candidates: list[tuple[int, np.ndarray, np.ndarray]] = []
     for position in order:
-        if upper_bound[position] < best_length:
+        if upper_bound[position] < best_length * (1.0 - TIE_TOLERANCE):
             break
         k = int(slices[position])
         rows = np.flatnonzero(rows_present[k])
@@ -186,22 +202,31 @@ def axial_diameters(
         points = np.concatenate(
             [np.stack([rows, starts], axis=1), np.stack([rows, ends], axis=1)[starts != ends]]
         ).astype(float)
-        length, i, j = _slice_longest(points, spacing_p, spacing_q)
-        if length > best_length:
-            best_length, best_slice, best_pair = length, k, (points[i], points[j])
+        length, pairs = _slice_longest(points, spacing_p, spacing_q)
+        if length > best_length * (1.0 + TIE_TOLERANCE):
+            best_length, candidates = length, []
+        if length >= best_length * (1.0 - TIE_TOLERANCE):
+            candidates += [(k, points[i], points[j]) for i, j in pairs]
 
-    # ends of the long axis on the lesion's edge (pixel coordinates p, q of the slice)
+    # of tied long axes, the one with the longest short axis (so that the result does
+    # not depend on the order in which slices and pixels are stored)
     scale = np.array([spacing_p, spacing_q])
-    a_mm, b_mm = best_pair[0] * scale, best_pair[1] * scale
-    centre_gap = float(np.linalg.norm(b_mm - a_mm))
-    if centre_gap > 0:
-        unit = (b_mm - a_mm) / centre_gap
-    else:  # a single pixel: along the longer pixel side
-        unit = np.array([1.0, 0.0]) if spacing_p >= spacing_q else np.array([0.0, 1.0])
-    half = 0.5 * (best_length - centre_gap)
-    long_ends_mm = np.stack([a_mm - half * unit, b_mm + half * unit])
-
-    short_mm, short_ends_mm = _short_axis(stack[best_slice], spacing_p, spacing_q, unit)
+    best: tuple[float, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+    for k, first_point, second_point in candidates:
+        # ends of the long axis on the lesion's edge (pixel coordinates p, q of the slice)
+        a_mm, b_mm = first_point * scale, second_point * scale
+        centre_gap = float(np.linalg.norm(b_mm - a_mm))
+        if centre_gap > 0:
+            unit = (b_mm - a_mm) / centre_gap
+        else:  # a single pixel: along the longer pixel side
+            unit = np.array([1.0, 0.0]) if spacing_p >= spacing_q else np.array([0.0, 1.0])
+        half = 0.5 * (best_length - centre_gap)
+        long_ends = np.stack([a_mm - half * unit, b_mm + half * unit])
+        short, short_ends = _short_axis(stack[k], spacing_p, spacing_q, unit)
+        if best is None or short > best[0] * (1.0 + TIE_TOLERANCE):
+            best = (short, k, long_ends, short_ends, unit)
+    assert best is not None
+    short_mm, best_slice, long_ends_mm, short_ends_mm, _unit = best
 
     def to_index(ends_mm: np.ndarray) -> np.ndarray:
         ends = np.zeros((2, 3))
