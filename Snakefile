@@ -9,12 +9,21 @@
 # Settings: config/config.yaml (every one commented). Rules: workflow/rules/.
 # Each rule calls one `liverburden` command; no analysis happens in the rules.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.0")
 
+#: The settings: config/config.yaml of the working folder (--directory) when it
+#: has one, else the repository's (so that `snakemake --directory X --config
+#: samples=...` runs with the documented defaults).
+CONFIG_FILE = "config/config.yaml"
+if not Path(CONFIG_FILE).is_file():
+    CONFIG_FILE = str(Path(workflow.basedir) / CONFIG_FILE)
 
-configfile: "config/config.yaml"
+
+configfile: CONFIG_FILE
 
 
 report: "workflow/report/workflow.rst"

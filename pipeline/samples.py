@@ -187,7 +187,11 @@ def _check_header(path: Path, header: list[str]) -> None:
                 path, "header has an empty column name", "columns " + ", ".join(KNOWN_COLUMNS)
             )
         if name in seen:
-            raise InputError(path, f"column {name!r} appears twice in the header")
+            raise InputError(
+                path,
+                f"column {name!r} appears twice in the header",
+                "each column once, among " + ", ".join(KNOWN_COLUMNS),
+            )
         seen.add(name)
         if name in KNOWN_COLUMNS:
             continue
@@ -252,7 +256,13 @@ def _check_image(
             )
         return path
     if not path.exists():
-        raise InputError(_where(sheet, line), f"{what} not found: {value!r} (looked for {path})")
+        raise InputError(
+            _where(sheet, line),
+            f"{what} not found: {value!r} (looked for {path})",
+            "an existing file or DICOM folder (a relative path is relative to the sheet's folder)"
+            if not file_only
+            else "an existing label-map file (a relative path is relative to the sheet's folder)",
+        )
     if path.is_dir():
         if file_only:
             raise InputError(
@@ -266,7 +276,11 @@ def _check_image(
             ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd" + ("" if file_only else " or a DICOM folder"),
         )
     if path.stat().st_size == 0:
-        raise InputError(_where(sheet, line), f"{column} {value!r} is an empty file")
+        raise InputError(
+            _where(sheet, line),
+            f"{column} {value!r} is an empty file",
+            "a complete image file" + ("" if file_only else " or a DICOM folder"),
+        )
     return path
 
 

@@ -26,12 +26,14 @@ def read_yaml(path: str | os.PathLike[str], what: str = "settings file") -> Any:
     """Read a YAML file with a clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, f"{what} not found")
+        raise InputError(path, f"{what} not found", "an existing YAML file")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         problem = " ".join(str(exc).split())
-        raise InputError(path, f"not valid YAML ({problem})") from None
+        raise InputError(
+            path, f"not valid YAML ({problem})", "a YAML mapping of setting names to values"
+        ) from None
 
 
 def _coerce(value: Any, annotation: Any, source: str, key: str) -> Any:

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 
 from pipeline.measure.volumes import involvement_percent
 from tests._corpus_fixtures import corpus_workspace
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error, run_cli
 from tests.corpus import Workspace
 from tests.corpus.base import BASE_DATE, FOLLOW_UP_DATE, image_like, write_image
 from tests.corpus.measurements import copy_measure
@@ -188,14 +188,10 @@ def test_unreliable_matching_travels_into_response_and_report(guarded: dict[str,
     assert "matching_unreliable" in guarded["html"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="respond writes matching_unreliable into the top-level flags (with its time "
-    "point); cohort.csv collects only measurement, time-point and matching flags, so the "
-    "flag is lost in the cohort table (reported to the report owner)",
-)
 def test_unreliable_matching_travels_into_cohort(guarded: dict[str, Any]) -> None:
-    assert "matching_unreliable" in guarded["cohort"]["fu1"]["flags"]
+    """respond writes it into the top-level flags with its time point: on fu1's row only."""
+    assert "warning:matching_unreliable" in guarded["cohort"]["fu1"]["flags"].split(";")
+    assert "matching_unreliable" not in guarded["cohort"]["baseline"]["flags"]
 
 
 def test_edited_segmentation_is_flagged(
@@ -255,32 +251,11 @@ def test_involvement_outside_0_to_100_cannot_be_computed(tumour: float, liver: f
 
 
 @pytest.mark.parametrize("command", ["respond", "report", "cohort"])
-@pytest.mark.parametrize("value", [150.0, -5.0])
+@pytest.mark.parametrize("value", [150.0, -5.0, 100.5, float("nan")])
 def test_involvement_outside_0_to_100_is_refused_when_read(
-    command: str,
-    value: float,
-    corpus_workspace: Workspace,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
+    command: str, value: float, corpus_workspace: Workspace, tmp_path: Path
 ) -> None:
     ws = corpus_workspace
-    if value > 100 and command in ("respond", "report", "cohort"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="respond/report/cohort accept a measurements.json with involvement_percent "
-                "above 100 (only negative values are refused by respond; reported to the "
-                "response and report owners)",
-            )
-        )
-    if value < 0 and command in ("report", "cohort"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="report/cohort accept a negative involvement_percent (reported to the "
-                "report owner)",
-            )
-        )
     edited = copy_measure(ws.follow_up_measure, tmp_path / "fu1-edited", involvement_percent=value)
     out = tmp_path / "out"
     if command == "respond":
@@ -290,6 +265,5 @@ def test_involvement_outside_0_to_100_is_refused_when_read(
     else:
         args = ["cohort", ws.baseline_measure, edited, "-o", out / "cohort.csv"]
     result = run_cli(*args)
-    assert result.exit_code == 2, result.stderr
-    assert "involvement_percent" in result.stderr and "fu1-edited" in result.stderr
+    assert_clean_error(result, "involvement_percent", "fu1-edited", "expected a percentage")
     assert not out.exists() or not any(out.iterdir())

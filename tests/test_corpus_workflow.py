@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
@@ -25,7 +26,7 @@ import yaml
 from tests._corpus_fixtures import corpus_workspace
 from tests._dicom_fixtures import write_ct_series
 from tests._privacy_fixtures import IDENTIFIERS, copy_series, find_identifiers
-from tests._workflow_fixtures import REPO_ROOT, snakemake, write_config
+from tests._workflow_fixtures import REPO_ROOT, planned_jobs, snakemake, write_config
 from tests.corpus import Workspace
 from tests.corpus.base import image_like, leftover_temporaries, write_image
 from tests.corpus.sheets import (
@@ -117,6 +118,56 @@ def test_dry_run_stops_on_a_bad_sample_sheet(tmp_path: Path, corpus_workspace: W
     config = write_config(tmp_path / "work", samples=str(sheet))
     result = snakemake(tmp_path / "work", "-n", "--configfile", config)
     _assert_one_line_failure(result, "samples.tsv", "line 3", "P 02")
+
+
+# ------------------------------------------- another working folder (--directory)
+
+
+def _masked_sheet(folder: Path) -> Path:
+    """Two time points of one subject with masks: planned without segmentation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.zeros((3, 4, 4), np.int16))
+    rows = [HEADER]
+    for timepoint, date in (("baseline", "2024-01-15"), ("fu1", "2024-04-15")):
+        sitk.WriteImage(image, str(folder / f"{timepoint}.nii.gz"))
+        sitk.WriteImage(image, str(folder / f"{timepoint}-mask.nii.gz"))
+        rows.append(
+            "\t".join(
+                ["P01", timepoint, date, f"{timepoint}.nii.gz", "", f"{timepoint}-mask.nii.gz", ""]
+            )
+        )
+    sheet = folder / "samples.tsv"
+    sheet.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return sheet
+
+
+def test_dry_run_in_another_folder_uses_the_repository_config(tmp_path: Path) -> None:
+    """`snakemake --directory X --config samples=...` with no config/config.yaml in X."""
+    sheet = _masked_sheet(tmp_path / "cohort")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, "-n", "-p", "--config", f"samples={sheet}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    jobs = planned_jobs(output)
+    assert jobs["measure"] == 2 and jobs["respond"] == 1 and "segment" not in jobs, output
+    assert "results/P01/report.html" in output  # the repository config's outdir: results
+    assert not (workdir / "results").exists()
+
+
+def test_dry_run_prefers_the_working_folders_config(tmp_path: Path) -> None:
+    sheet = _masked_sheet(tmp_path / "cohort")
+    workdir = tmp_path / "work"
+    (workdir / "config").mkdir(parents=True)
+    config = _default_config()
+    config.update(samples=str(sheet), outdir="my-results")
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = snakemake(workdir, "-n", "-p")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "my-results/P01/report.html" in output and "results/P01" not in output.replace(
+        "my-results/P01", ""
+    )
 
 
 # ------------------------------------------------------------- one real run

@@ -2,6 +2,8 @@
 
 Measurement (pure functions of pipeline.measure):
 * volumes add up: lesions + noise = tumour; parenchyma + tumour = liver;
+* what measure writes passes the one reader of measurements.json
+  (pipeline.measure.records), and every impossible edit of it is refused;
 * diameters never exceed the lesion's in-plane bounding box diagonal, and the
   short axis never exceeds the longest diameter;
 * results do not change when the image's storage axes are flipped (the same
@@ -223,6 +225,121 @@ def test_flipping_the_storage_axes_changes_nothing(
             lb["short_axis_diameter_mm"], rel=1e-9, abs=1e-9
         )
         np.testing.assert_allclose(la["centroid_mm"], lb["centroid_mm"], atol=1e-6)
+
+
+# ------------------------------------------- reading measurements.json back
+
+
+@PROPERTY_SETTINGS
+@given(label_volumes(), st.sampled_from(["2024-01-15", "20240115", None]))
+def test_what_measure_writes_is_read_back(
+    volume: tuple[np.ndarray, tuple[float, float, float]], date: str | None
+) -> None:
+    """The reader of respond/report/cohort never refuses what measure writes."""
+    import dataclasses
+
+    from pipeline import SCHEMA_VERSION, __version__
+    from pipeline.io import dumps_json
+    from pipeline.measure.records import check_measurements
+
+    labels_zyx, spacing = volume
+    result = _measure(labels_zyx, spacing)
+    if result is None:
+        return
+    written = {
+        "schema_version": SCHEMA_VERSION,
+        "liverburden_version": __version__,
+        "subject": "P01",
+        "timepoint": "baseline",
+        "study_date": date,
+        "series_instance_uid": None,
+        **result.values,
+        "settings": dataclasses.asdict(MeasureSettings(min_lesion_volume_ml=0.002)),
+        "segmentation": None,
+    }
+    data = json.loads(dumps_json(written))
+    checked = check_measurements(data, "measurements.json")
+    assert checked["study_date"] == (None if date is None else "2024-01-15")
+    assert [lesion["id"] for lesion in checked["lesions"]] == list(
+        range(1, len(checked["lesions"]) + 1)
+    )
+
+
+def _set(data: dict, path: tuple, value: object) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    if value is _DELETE:
+        del data[path[-1]]
+    else:
+        data[path[-1]] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragments"),
+    [
+        (("tumor_volume_ml",), -0.5, ("tumor_volume_ml is -0.5", "a volume in mL >= 0")),
+        (("liver_volume_ml",), None, ("liver_volume_ml is None",)),
+        (("liver_volume_ml",), "1500", ("liver_volume_ml is '1500'",)),
+        (("involvement_percent",), 100.01, ("involvement_percent", "0 to 100")),
+        (("involvement_percent",), float("inf"), ("involvement_percent is inf",)),
+        (("involvement_percent",), True, ("involvement_percent is True",)),
+        (("lesion_count",), 2.5, ("lesion_count is 2.5", "whole number")),
+        (("noise_component_count",), -1, ("noise_component_count is -1",)),
+        (("slice_thickness_mm",), 0.0, ("slice_thickness_mm is 0.0", "> 0")),
+        (("liver_mean_hu",), float("nan"), ("liver_mean_hu is nan",)),
+        (("spacing_mm",), [1.0, 1.0], ("spacing_mm",)),
+        (("liver_centroid_mm",), [1.0, "x", 2.0], ("liver_centroid_mm",)),
+        (("study_date",), "2024-13-01", ("not a valid date",)),
+        (("study_date",), 20240115, ("study_date is 20240115",)),
+        (("subject",), 7, ("subject is 7",)),
+        (("schema_version",), "2.0", ("schema_version is '2.0'", "1.x")),
+        (("schema_version",), _DELETE, ("lacks field(s) schema_version",)),
+        (("lesions",), "many", ("lesions must be a list",)),
+        (("flags",), ["thick_slices"], ("flags",)),
+        (("lesions", 0, "volume_ml"), -3.0, ("lesion 1: volume_ml is -3.0",)),
+        (("lesions", 0, "volume_ml"), _DELETE, ("lesion 1: lacks field(s) volume_ml",)),
+        (("lesions", 0, "longest_axial_diameter_mm"), -1.0, ("longest_axial_diameter_mm",)),
+        (("lesions", 0, "viable_fraction"), 1.5, ("viable_fraction is 1.5", "0 to 1")),
+        (("lesions", 0, "mean_hu"), float("-inf"), ("mean_hu is -inf",)),
+        (("lesions", 0, "centroid_mm"), [0.0, 0.0], ("centroid_mm",)),
+        (("lesions", 0, "measurable"), "yes", ("measurable is 'yes'",)),
+        (("lesions", 0, "id"), 0, ("lesion ids are [0",)),
+        (("lesions", 0, "id"), "1", ("a lesion's id is '1'",)),
+        (("lesions", 0), "lesion", ("a lesion is 'lesion'",)),
+    ],
+)
+def test_impossible_measurements_are_refused(
+    corpus_workspace: Workspace, path: tuple, value: object, fragments: tuple[str, ...]
+) -> None:
+    """Each field measure could not have written is refused, naming it and what is accepted."""
+    from pipeline.errors import InputError
+    from pipeline.measure.records import check_measurements, read_measurements
+
+    data = read_measurements(corpus_workspace.baseline_measure)  # measure's own output passes
+    assert data["lesions"], "the corpus baseline has lesions"
+    _set(data, path, value)
+    with pytest.raises(InputError) as caught:
+        check_measurements(data, "edited/measurements.json")
+    message = caught.value.message
+    assert message.startswith("edited/measurements.json: ") and "; expected " in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_repeated_or_missing_lesion_ids_are_refused(corpus_workspace: Workspace) -> None:
+    from pipeline.errors import InputError
+    from pipeline.measure.records import check_measurements, read_measurements
+
+    data = read_measurements(corpus_workspace.baseline_measure)
+    data["lesions"] = [data["lesions"][0], dict(data["lesions"][0])]
+    with pytest.raises(InputError, match=r"lesion ids are \[1, 1\]; expected the ids 1..2"):
+        check_measurements(data, "m.json")
+    data["lesions"][1]["id"] = 3
+    with pytest.raises(InputError, match=r"lesion ids are \[1, 3\]"):
+        check_measurements(data, "m.json")
 
 
 # ------------------------------------------------------------------- response

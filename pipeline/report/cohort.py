@@ -11,7 +11,12 @@ viable_target_sum_mm, viable_change_from_baseline_percent,
 tumor_volume_change_from_baseline_percent, recist_response, mrecist_response,
 choi_response, volumetric_response, new_lesions (keys of the RECIST new
 lesions, ``;``-separated), best_recist, best_mrecist,
-best_choi, best_volumetric, flags (``severity:code`` items joined by ``;``).
+best_choi, best_volumetric, flags (``severity:code`` items joined by ``;``:
+the time point's flags from ``measurements.json`` and from ``response.json``,
+i.e. its top-level ``flags`` naming this time point, such as
+``matching_unreliable``, its time-point entry's and its matching's flags;
+top-level response flags without a time point concern the whole assessment
+and are in the report, not in the rows).
 
 Figures: ``waterfall.png`` (best % change of the sum of diameters per subject,
 bars coloured by best RECIST 1.1 response), ``spider.png`` (% change over days
@@ -34,6 +39,7 @@ from pipeline.report.inputs import (
     days_between,
     flag_list,
     number,
+    response_flags,
     response_timepoint,
     response_word,
     sort_by_date,
@@ -77,8 +83,11 @@ def _block(entry: dict[str, Any] | None, criterion: str) -> dict[str, Any]:
     return block if isinstance(block, dict) else {}
 
 
-def _flags_text(scan: MeasuredScan, entry: dict[str, Any] | None) -> str:
+def _flags_text(
+    scan: MeasuredScan, entry: dict[str, Any] | None, response: dict[str, Any] | None
+) -> str:
     flags = flag_list(scan.measurements.get("flags"))
+    flags += flag_list(response_flags(response, scan))
     if isinstance(entry, dict):
         flags += flag_list(entry.get("flags"))
         matching = entry.get("matching")
@@ -146,7 +155,7 @@ def subject_rows(
             ),
             "tumor_volume_change_from_baseline_percent": volume_change if index > 0 else None,
             "new_lesions": _new_lesions(recist.get("new_lesions")) if index > 0 else None,
-            "flags": _flags_text(scan, entry),
+            "flags": _flags_text(scan, entry, response),
         }
         for key in CRITERIA:
             row[f"{key}_response"] = (

@@ -46,14 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import InputError
     from pipeline.io import atomic_path, refuse_overwriting_inputs, write_text
+    from pipeline.measure.records import read_measurements
     from pipeline.report.cohort import cohort_figures, subject_rows, table_csv
-    from pipeline.report.inputs import MeasuredScan, read_measurements, read_response
+    from pipeline.report.inputs import MeasuredScan, read_response
     from pipeline.report.settings import ReportSettings, involvement_bands
     from pipeline.settings import load_settings
 
     settings = load_settings(ReportSettings, args.settings, "report")
     if args.output.suffix.lower() != ".csv":
-        raise InputError(args.output, "cohort table file name must end in .csv")
+        raise InputError(
+            args.output, "cohort table file name must end in .csv", "a file name ending in .csv"
+        )
     outputs = [args.output] + ([args.figures] if args.figures else [])
     refuse_overwriting_inputs(outputs, [*args.measure, *args.responses])
     by_subject: dict[str, list[MeasuredScan]] = {}
@@ -72,15 +75,24 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 "measure folders",
                 f"subject {subject!r} has a time point twice ({', '.join(timepoints)})",
+                "one measure folder per subject and time point",
             )
     responses = {}
     for path in args.responses:
         response = read_response(path)
         subject = response.get("subject")
         if subject not in by_subject:
-            raise InputError(path, f"is for subject {subject!r}, which has no measure folder here")
+            raise InputError(
+                path,
+                f"is for subject {subject!r}, which has no measure folder here",
+                "the response.json of a subject whose measure folders are given",
+            )
         if subject in responses:
-            raise InputError(path, f"a second response file for subject {subject!r}")
+            raise InputError(
+                path,
+                f"a second response file for subject {subject!r}",
+                "one response.json per subject",
+            )
         responses[subject] = response
     rows = []
     for subject, scans in by_subject.items():

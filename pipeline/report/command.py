@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import InputError
     from pipeline.io import refuse_overwriting_inputs, write_text
-    from pipeline.report.inputs import MeasuredScan, read_measurements, read_response
+    from pipeline.measure.records import read_measurements
+    from pipeline.report.inputs import MeasuredScan, read_response
     from pipeline.report.settings import ReportSettings, involvement_bands
     from pipeline.report.subject import build_report
     from pipeline.settings import load_settings
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(ReportSettings, args.settings, "report")
     output: Path = args.output
     if output.suffix.lower() not in (".html", ".htm"):
-        raise InputError(output, "report file name must end in .html")
+        raise InputError(
+            output, "report file name must end in .html", "a file name ending in .html or .htm"
+        )
     if args.images is not None and len(args.images) != len(args.measure):
         raise InputError(
             "--images",
@@ -89,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
         )
     subject = args.subject or (subjects.pop() if subjects else None)
     if not subject:
-        raise InputError("--subject", "no subject id given and none in the measurements")
+        raise InputError(
+            "--subject",
+            "no subject id given and none in the measurements",
+            "--subject ID, or measurements written with measure --subject",
+        )
     if args.subject and subjects and args.subject not in subjects:
         raise InputError(
             "--subject",
-            f"{args.subject!r} differs from the measurements' subject {subjects.pop()!r}",
+            f"{args.subject!r} differs from the measurements' subject {sorted(subjects)[0]!r}",
+            "the subject id of the measurements (or no --subject)",
         )
     timepoints = [scan.timepoint for scan in scans]
     if len(set(timepoints)) != len(timepoints):
@@ -114,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     response = read_response(args.response) if args.response else None
     if response is not None and response.get("subject") not in (None, subject):
         raise InputError(
-            args.response, f"is for subject {response.get('subject')!r}, not {subject!r}"
+            args.response,
+            f"is for subject {response.get('subject')!r}, not {subject!r}",
+            f"the response.json of subject {subject!r}",
         )
     bands = involvement_bands([scan.measurements for scan in scans])
     html = build_report(subject, scans, response, settings, bands)

@@ -22,6 +22,7 @@ on purpose; nothing else from the source headers is copied.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -160,7 +161,11 @@ def read_source_datasets(files: Sequence[os.PathLike[str] | str]) -> list[Any]:
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as exc:  # pydicom raises many types for broken files
-            raise InputError(path, f"cannot read this DICOM file ({type(exc).__name__})") from None
+            raise InputError(
+                path,
+                f"cannot read this DICOM file ({type(exc).__name__})",
+                "the DICOM files of the CT series",
+            ) from None
         # an empty SpecificCharacterSet means the default repertoire: highdicom wants it absent
         if "SpecificCharacterSet" in dataset and not dataset.SpecificCharacterSet:
             del dataset.SpecificCharacterSet
@@ -227,7 +232,9 @@ def build_segmentation(
     if not masks.any():
         # highdicom needs one non-empty frame to write; an empty SEG is not useful anyway
         raise InputError(
-            None, "label map is empty (no liver, no tumour): nothing to write as DICOM SEG"
+            None,
+            "label map is empty (no liver, no tumour): nothing to write as DICOM SEG",
+            "a label map with liver (1) or tumour (2)",
         )
     # highdicom warns about odd values in the copied patient module, quoting them:
     # silenced, so that no patient identifier reaches a log
@@ -244,6 +251,93 @@ def build_segmentation(
         )
 
 
+#: The UIDs a SEG gets, each derived from its content (:func:`derived_uids`).
+DERIVED_UID_KINDS = ("series", "instance", "dimension_organization")
+
+
+def derived_uids(
+    masks: np.ndarray, source_datasets: Sequence[Any], *details: str
+) -> dict[str, str]:
+    """The UIDs of a SEG (series, SOP instance, dimension organization), from its content.
+
+    The same label map on the same source instances, written by the same
+    liverburden version with the same ``details`` (algorithm, series
+    description ...), gets the same UIDs; any difference gives other UIDs.
+
+    Parameters
+    ----------
+    masks
+        The SEG's masks ``[z, y, x, segment]`` (:func:`segment_masks`).
+    source_datasets
+        Headers of the source CT instances (their SOPInstanceUIDs enter the hash).
+    details
+        Further text that distinguishes SEGs of the same masks.
+
+    Returns
+    -------
+    dict
+        ``{kind: uid}`` for each of :data:`DERIVED_UID_KINDS`.
+    """
+    from pydicom.uid import generate_uid
+
+    masks = np.asarray(masks, dtype=bool)
+    digest = hashlib.sha256(repr(masks.shape).encode() + np.packbits(masks).tobytes())
+    sources = [str(ds.SOPInstanceUID) for ds in source_datasets]
+    entropy = [*sources, digest.hexdigest(), f"liverburden {__version__}", *details]
+    return {kind: str(generate_uid(entropy_srcs=[kind, *entropy])) for kind in DERIVED_UID_KINDS}
+
+
+#: Content date and time of a SEG whose source instances carry no date at all.
+UNDATED = ("19000101", "000000")
+#: Date and time attributes of a source instance, in order of preference.
+SOURCE_DATE_TIMES = (
+    ("SeriesDate", "SeriesTime"),
+    ("StudyDate", "StudyTime"),
+    ("ContentDate", "ContentTime"),
+    ("AcquisitionDate", "AcquisitionTime"),
+)
+
+
+def content_date_time(source_datasets: Sequence[Any]) -> tuple[str, str]:
+    """Content date and time of a SEG, taken from its source series (not the clock).
+
+    Per instance the first valid pair of SeriesDate/Time, StudyDate/Time,
+    ContentDate/Time or AcquisitionDate/Time (a missing or invalid time counts
+    as 000000); the SEG takes the latest over the instances. So reruns give the
+    same bytes, and the SEG carries no date its source does not. A source
+    without any date gives 19000101 000000.
+
+    Returns
+    -------
+    (date, time)
+        DICOM DA ``YYYYMMDD`` and TM ``HHMMSS[.FFFFFF]`` strings.
+    """
+    from pydicom.valuerep import DA, TM
+
+    latest: tuple[str, str] | None = None
+    for dataset in source_datasets:
+        for date_keyword, time_keyword in SOURCE_DATE_TIMES:
+            date_text = str(dataset.get(date_keyword, "") or "").strip()
+            try:
+                date = DA(date_text) if date_text else None
+            except ValueError:
+                date = None
+            if date is None:
+                continue
+            time_text = str(dataset.get(time_keyword, "") or "").strip()
+            try:
+                time = TM(time_text) if time_text else None
+            except ValueError:
+                time = None
+            pair = (
+                date.strftime("%Y%m%d"),
+                time.isoformat().replace(":", "") if time else "000000",
+            )
+            latest = pair if latest is None or pair > latest else latest
+            break
+    return latest or UNDATED
+
+
 def _segmentation(
     hd: Any,
     masks: np.ndarray,
@@ -253,14 +347,23 @@ def _segmentation(
     series_description: str,
     series_number: int,
 ) -> Any:
-    return hd.seg.Segmentation(
+    uids = derived_uids(
+        masks,
+        source_datasets,
+        algorithm_name or "manual",
+        algorithm_version,
+        series_description,
+        str(series_number),
+    )
+    date, time = content_date_time(source_datasets)
+    segmentation = hd.seg.Segmentation(
         source_images=list(source_datasets),
         pixel_array=masks,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=_segment_descriptions(algorithm_name, algorithm_version),
-        series_instance_uid=hd.UID(),
+        series_instance_uid=uids["series"],
         series_number=series_number,
-        sop_instance_uid=hd.UID(),
+        sop_instance_uid=uids["instance"],
         instance_number=1,
         manufacturer="liverburden",
         manufacturer_model_name=algorithm_name or "liverburden",
@@ -270,7 +373,21 @@ def _segmentation(
         content_label="LIVERBURDEN",
         content_description="Liver and tumour segmentation",
         omit_empty_frames=True,
+        content_date=date,
+        content_time=time,
     )
+    # highdicom stamps the instance's creation and its own contribution with the clock,
+    # and draws a random dimension organization UID: the content's date and a derived UID
+    segmentation.InstanceCreationDate = date
+    segmentation.InstanceCreationTime = time
+    for item in segmentation.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    for keyword in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in segmentation.get(keyword, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = uids["dimension_organization"]
+    return segmentation
 
 
 def labels_on_source(segmentation: Any, source_datasets: Sequence[Any]) -> np.ndarray:

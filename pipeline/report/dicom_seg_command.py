@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     output: Path = args.output
     if output.suffix.lower() != ".dcm":
-        raise InputError(output, "DICOM SEG file name must end in .dcm")
+        raise InputError(
+            output, "DICOM SEG file name must end in .dcm", "a file name ending in .dcm"
+        )
     if output.is_dir():
         raise InputError(output, "is a folder", "a .dcm file name")
     if not args.dicom.is_dir():

@@ -2,7 +2,10 @@
 
 Only the documented fields of ``measurements.json`` and ``response.json`` are
 used; a missing optional field shows as "n/a" in the report rather than
-failing it. Missing required fields are an :class:`InputError`.
+failing it. Measure folders are read and checked by
+:func:`pipeline.measure.records.read_measurements`: missing required fields,
+wrong types and impossible values (a negative volume, an involvement outside
+0-100 %) are an :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -15,18 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.io import iso_date, read_json
+from pipeline.io import read_json
 
-#: Fields every ``measurements.json`` must have for a report.
-REQUIRED_MEASUREMENT_FIELDS = (
-    "subject",
-    "timepoint",
-    "study_date",
-    "tumor_volume_ml",
-    "involvement_percent",
-    "lesion_count",
-    "lesions",
-)
 #: The criteria of ``response.json``, in report order, with display names.
 CRITERIA = {
     "recist": "RECIST 1.1",
@@ -67,28 +60,6 @@ class MeasuredScan:
             if str(lesion.get("id")) == str(lesion_id):
                 return lesion
         return None
-
-
-def read_measurements(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """``measurements.json`` of a measure folder, checked for the fields reports need."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(
-            folder, "measure folder not found", "a folder written by liverburden measure"
-        )
-    data = read_json(folder / "measurements.json", "measurements.json")
-    if not isinstance(data, dict):
-        raise InputError(folder / "measurements.json", "does not hold a JSON object")
-    missing = [name for name in REQUIRED_MEASUREMENT_FIELDS if name not in data]
-    if missing:
-        raise InputError(
-            folder / "measurements.json",
-            f"lacks field(s) {', '.join(missing)}",
-            "a measurements.json written by liverburden measure",
-        )
-    if data.get("study_date"):
-        data["study_date"] = iso_date(str(data["study_date"]), folder / "measurements.json")
-    return data
 
 
 def read_response(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -149,6 +120,21 @@ def response_timepoint(
         if scan.date and entry.get("date") == scan.date:
             return entry
     return None
+
+
+def response_flags(response: dict[str, Any] | None, scan: MeasuredScan) -> list[Any]:
+    """The top-level ``flags`` of ``response.json`` that name ``scan``'s time point.
+
+    A flag names its time point in ``timepoint`` (the label, or the date for
+    measurements without one). Flags without ``timepoint`` concern the whole
+    assessment, not one time point, and are not returned.
+    """
+    found = []
+    for item in (response or {}).get("flags") or []:
+        where = item.get("timepoint") if isinstance(item, dict) else None
+        if where not in (None, "") and str(where) in (scan.timepoint, scan.date):
+            found.append(item)
+    return found
 
 
 def best_overall(response: dict[str, Any] | None) -> dict[str, str | None]:

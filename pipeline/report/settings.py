@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,16 +40,32 @@ class ReportSettings:
     figure_dpi: int = 96
 
     def __post_init__(self) -> None:
-        if self.window_width_hu <= 0:
+        for name in ("window_width_hu", "window_level_hu", "crop_margin_mm"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise InputError(f"setting {name}", f"is {value!r}", "a finite number")
+        if not self.window_width_hu > 0:
             raise InputError(
-                "setting window_width_hu", f"must be above 0, not {self.window_width_hu}"
+                "setting window_width_hu",
+                f"must be above 0, not {self.window_width_hu}",
+                "a window width in HU > 0 (e.g. 400)",
             )
         if self.lesions_per_timepoint < 0:
-            raise InputError("setting lesions_per_timepoint", "must not be negative")
-        if self.crop_margin_mm < 0:
-            raise InputError("setting crop_margin_mm", "must not be negative")
+            raise InputError(
+                "setting lesions_per_timepoint",
+                f"must not be negative, not {self.lesions_per_timepoint}",
+                "a whole number >= 0",
+            )
+        if not self.crop_margin_mm >= 0:
+            raise InputError(
+                "setting crop_margin_mm",
+                f"must not be negative, not {self.crop_margin_mm}",
+                "a margin in mm >= 0",
+            )
         if not 30 <= self.figure_dpi <= 600:
-            raise InputError("setting figure_dpi", f"must lie in 30..600, not {self.figure_dpi}")
+            raise InputError(
+                "setting figure_dpi", f"must lie in 30..600, not {self.figure_dpi}", "30 to 600"
+            )
 
 
 def involvement_bands(measurements: Sequence[dict[str, Any]]) -> tuple[float, ...]:

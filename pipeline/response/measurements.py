@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import InputError
-from pipeline.io import grid_description, iso_date, read_image_file, read_json, same_grid
+from pipeline.io import grid_description, read_image_file, same_grid
+from pipeline.measure.records import MEASUREMENTS_FILE, read_measurements
 from pipeline.response.matching import ScanMasks
 from pipeline.response.model import LesionRecord, ScanRecord
 
-MEASUREMENTS_FILE = "measurements.json"
 LESION_MAP_FILE = "lesions.nii.gz"
 LIVER_MASK_FILE = "liver.nii.gz"
-
-REQUIRED_KEYS = (
-    "subject",
-    "timepoint",
-    "study_date",
-    "liver_volume_ml",
-    "tumor_volume_ml",
-    "involvement_percent",
-    "lesions",
-)
-LESION_REQUIRED_KEYS = ("id", "volume_ml", "longest_axial_diameter_mm")
 
 
 @dataclasses.dataclass
@@ -51,77 +39,40 @@ class MeasureFolder:
         return self.path / LIVER_MASK_FILE
 
 
-def _number(
-    value: Any, where: str, key: str, *, optional: bool = True, minimum: float | None = None
-) -> float | None:
-    if value is None and optional:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(float(value))
-    ):
-        raise InputError(where, f"{key} must be a number, not {value!r}")
-    if minimum is not None and float(value) < minimum:
-        raise InputError(where, f"{key} must be ≥ {minimum:g}, not {value!r}")
-    return float(value)
+def _float(value: Any) -> float | None:
+    """A number of checked measurements as float (``None`` stays ``None``)."""
+    return None if value is None else float(value)
 
 
-def _point(value: Any, where: str, key: str) -> tuple[float, float, float] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        raise InputError(where, f"{key} must be [x, y, z] in mm, not {value!r}")
-    return tuple(_number(v, where, key, optional=False) for v in value)  # type: ignore[return-value]
+def _point(value: Any) -> tuple[float, float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]), float(value[2]))
 
 
-def _lesion(item: Any, where: str) -> LesionRecord:
-    if not isinstance(item, dict):
-        raise InputError(where, f"each lesion must be an object, not {item!r}")
-    missing = [k for k in LESION_REQUIRED_KEYS if k not in item]
-    if missing:
-        raise InputError(where, f"lesion {item.get('id', '?')} lacks {', '.join(missing)}")
-    lesion_id = item["id"]
-    if isinstance(lesion_id, bool) or not isinstance(lesion_id, int) or lesion_id < 1:
-        raise InputError(where, f"lesion id must be a whole number ≥ 1, not {lesion_id!r}")
-    here = f"{where}: lesion {lesion_id}"
+def _lesion(item: dict[str, Any]) -> LesionRecord:
     measurable = item.get("measurable")
     return LesionRecord(
-        id=int(lesion_id),
-        longest_axial_diameter_mm=_number(
-            item.get("longest_axial_diameter_mm"), here, "longest_axial_diameter_mm", minimum=0
-        ),
-        volume_ml=_number(item.get("volume_ml"), here, "volume_ml", minimum=0),
-        short_axis_diameter_mm=_number(
-            item.get("short_axis_diameter_mm"), here, "short_axis_diameter_mm", minimum=0
-        ),
-        centroid_mm=_point(item.get("centroid_mm"), here, "centroid_mm"),
-        mean_hu=_number(item.get("mean_hu"), here, "mean_hu"),
+        id=int(item["id"]),
+        longest_axial_diameter_mm=_float(item.get("longest_axial_diameter_mm")),
+        volume_ml=_float(item.get("volume_ml")),
+        short_axis_diameter_mm=_float(item.get("short_axis_diameter_mm")),
+        centroid_mm=_point(item.get("centroid_mm")),
+        mean_hu=_float(item.get("mean_hu")),
         measurable=measurable if isinstance(measurable, bool) else None,
-        viable_longest_axial_diameter_mm=_number(
-            item.get("viable_longest_axial_diameter_mm"),
-            here,
-            "viable_longest_axial_diameter_mm",
-            minimum=0,
-        ),
-        viable_volume_ml=_number(item.get("viable_volume_ml"), here, "viable_volume_ml", minimum=0),
-        arterial_mean_hu=_number(item.get("arterial_mean_hu"), here, "arterial_mean_hu"),
-        lipiodol_volume_ml=_number(
-            item.get("lipiodol_volume_ml"), here, "lipiodol_volume_ml", minimum=0
-        ),
-        viable_fraction=_number(item.get("viable_fraction"), here, "viable_fraction", minimum=0),
+        viable_longest_axial_diameter_mm=_float(item.get("viable_longest_axial_diameter_mm")),
+        viable_volume_ml=_float(item.get("viable_volume_ml")),
+        arterial_mean_hu=_float(item.get("arterial_mean_hu")),
+        lipiodol_volume_ml=_float(item.get("lipiodol_volume_ml")),
+        viable_fraction=_float(item.get("viable_fraction")),
     )
 
 
-def scan_from_measurements(data: Any, where: str) -> tuple[str | None, ScanRecord]:
-    """Subject and :class:`ScanRecord` from the content of a ``measurements.json``."""
-    if not isinstance(data, dict):
-        raise InputError(where, "measurements must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise InputError(
-            where, f"lacks {', '.join(missing)}", "the measurements.json of liverburden measure"
-        )
+def scan_from_measurements(data: dict[str, Any], where: str) -> tuple[str | None, ScanRecord]:
+    """Subject and :class:`ScanRecord` from the content of a ``measurements.json``.
+
+    ``data`` has been checked by :func:`pipeline.measure.records.check_measurements`
+    (types, ranges, lesion ids); here only what the response needs beyond it:
+    a study date to order the time points by.
+    """
     date_text = data.get("study_date")
     if date_text in (None, ""):
         raise InputError(
@@ -129,39 +80,28 @@ def scan_from_measurements(data: Any, where: str) -> tuple[str | None, ScanRecor
             "has no study_date: the time points cannot be ordered",
             "measurements with a study date (give measure --date)",
         )
-    date = dt.date.fromisoformat(iso_date(str(date_text), where))  # type: ignore[arg-type]
-    if not isinstance(data["lesions"], list):
-        raise InputError(where, "lesions must be a list")
-    lesions = [_lesion(item, where) for item in data["lesions"]]
-    ids = [lesion.id for lesion in lesions]
-    if len(set(ids)) != len(ids):
-        raise InputError(where, f"lesion ids repeat ({sorted(ids)})", "unique lesion ids 1..N")
+    date = dt.date.fromisoformat(str(date_text))  # ISO after check_measurements
+    lesions = [_lesion(item) for item in data["lesions"]]
     arterial = data.get("arterial")
     has_arterial = arterial is not None and all(
         lesion.viable_longest_axial_diameter_mm is not None and lesion.viable_volume_ml is not None
         for lesion in lesions
     )
     thickness = data.get("slice_thickness_mm")
-    if (
-        thickness is None
-        and isinstance(data.get("spacing_mm"), list)
-        and len(data["spacing_mm"]) == 3
-    ):
+    if thickness is None and data.get("spacing_mm") is not None:
         thickness = data["spacing_mm"][2]
-    flags = [f for f in data.get("flags") or [] if isinstance(f, dict)]
+    flags = list(data.get("flags") or [])
     label = data.get("timepoint")
     subject = data.get("subject")
     scan = ScanRecord(
         label=str(label) if label not in (None, "") else date.isoformat(),
         date=date,
         lesions={lesion.id: lesion for lesion in lesions},
-        tumor_volume_ml=_number(data.get("tumor_volume_ml"), where, "tumor_volume_ml", minimum=0),
-        liver_volume_ml=_number(data.get("liver_volume_ml"), where, "liver_volume_ml", minimum=0),
-        involvement_percent=_number(
-            data.get("involvement_percent"), where, "involvement_percent", minimum=0
-        ),
+        tumor_volume_ml=_float(data.get("tumor_volume_ml")),
+        liver_volume_ml=_float(data.get("liver_volume_ml")),
+        involvement_percent=_float(data.get("involvement_percent")),
         has_arterial=has_arterial,
-        slice_thickness_mm=_number(thickness, where, "slice_thickness_mm", minimum=0),
+        slice_thickness_mm=_float(thickness),
         flags=flags,
         source=where,
     )
@@ -169,21 +109,10 @@ def scan_from_measurements(data: Any, where: str) -> tuple[str | None, ScanRecor
 
 
 def read_measure_folder(path: str | os.PathLike[str]) -> MeasureFolder:
-    """Read the ``measurements.json`` of a ``liverburden measure`` output folder."""
+    """Read and check the ``measurements.json`` of a ``liverburden measure`` output folder."""
     path = Path(path)
-    if not path.is_dir():
-        raise InputError(
-            path,
-            "not a folder" if path.exists() else "folder not found",
-            "a liverburden measure output folder",
-        )
-    file = path / MEASUREMENTS_FILE
-    if not file.is_file():
-        raise InputError(
-            path, f"holds no {MEASUREMENTS_FILE}", "a liverburden measure output folder"
-        )
-    data = read_json(file, "measurements")
-    subject, scan = scan_from_measurements(data, str(file))
+    data = read_measurements(path)
+    subject, scan = scan_from_measurements(data, str(path / MEASUREMENTS_FILE))
     return MeasureFolder(path, subject, scan, data)
 
 

@@ -9,6 +9,7 @@ every ``response.json`` (``settings``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from pipeline.errors import InputError
@@ -121,6 +122,10 @@ class ResponseSettings:
     unreliable_matching_not_evaluable: bool = False
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"setting {field.name}", f"is {value!r}", "a finite number")
         choices = {
             "equivocal_new_lesion_progression": EQUIVOCAL_PROGRESSION_CHOICES,
             "equivocal_new_lesion_confirmation": EQUIVOCAL_CONFIRMATION_CHOICES,
@@ -168,6 +173,7 @@ class ResponseSettings:
             "mrecist_progression_minimum_increase_mm",
             "volumetric_progression_minimum_increase_ml",
             "matching_maximum_distance_mm",
+            "matching_maximum_mean_surface_distance_mm",
         ):
             if getattr(self, name) < 0:
                 raise InputError(

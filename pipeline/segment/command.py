@@ -4,7 +4,9 @@ Writes a label map (UInt8: 0 background, 1 liver, 2 tumour) on exactly the
 input's grid and, beside it, a provenance JSON (the label map's name with
 .json instead of .nii.gz): bundle name, version and weights' SHA-256, device,
 versions, input geometry, timings, flags and probability statistics. Both
-files are written atomically; on any error neither is left behind.
+files are written atomically; on any error neither is left behind. Reruns give
+a byte-identical label map and the same provenance except ``timings_s`` (the
+wall-clock seconds of each step, the one field that differs between reruns).
 
 examples:
   liverburden segment ct.nii.gz -o results/segmentation.nii.gz

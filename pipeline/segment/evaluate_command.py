@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,11 @@ def match_cases(prediction: Path, truth: Path) -> dict[str, tuple[Path, Path]]:
                 break
         return {name: (prediction, truth)}
     if prediction.is_dir() != truth.is_dir():
-        raise InputError(prediction, "PRED and TRUTH must both be files or both be folders")
+        raise InputError(
+            prediction,
+            "PRED and TRUTH must both be files or both be folders",
+            "two label-map files, or two folders of them",
+        )
     predicted = _label_files(prediction)
     reference = _label_files(truth)
     if not reference:
@@ -123,7 +128,11 @@ def match_cases(prediction: Path, truth: Path) -> dict[str, tuple[Path, Path]]:
     missing = sorted(set(reference) - set(predicted))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(prediction, f"no prediction for {len(missing)} reference case(s): {shown}")
+        raise InputError(
+            prediction,
+            f"no prediction for {len(missing)} reference case(s): {shown}",
+            "a predicted label map for every reference case",
+        )
     extra = sorted(set(predicted) - set(reference))
     if extra:
         log.warning(
@@ -243,14 +252,14 @@ def run(args: argparse.Namespace) -> int:
 
     prediction, truth, output = Path(args.prediction), Path(args.truth), Path(args.output)
     if not output.name.lower().endswith(".json"):
-        raise InputError(output, "metrics file must end in .json")
+        raise InputError(output, "metrics file must end in .json", "a file name ending in .json")
     minimum = (
         DEFAULT_MIN_LESION_VOLUME_ML
         if args.min_lesion_volume_ml is None
         else float(args.min_lesion_volume_ml)
     )
-    if minimum < 0:
-        raise InputError("--min-lesion-volume-ml", f"must not be negative, not {minimum:g}")
+    if not math.isfinite(minimum) or minimum < 0:
+        raise InputError("--min-lesion-volume-ml", f"is {minimum!r}", "a volume in mL >= 0")
     refuse_overwriting_inputs([output], [prediction, truth])
     pairs = match_cases(prediction, truth)
     cases = {}

@@ -152,9 +152,11 @@ def _prepare(args: argparse.Namespace) -> None:
     )
 
     if args.prepare_workers < 1:
-        raise InputError("--prepare-workers", f"must be at least 1, not {args.prepare_workers}")
+        raise InputError(
+            "--prepare-workers", f"must be at least 1, not {args.prepare_workers}", "1 or more"
+        )
     if args.phantoms < 0:
-        raise InputError("--phantoms", f"must not be negative, not {args.phantoms}")
+        raise InputError("--phantoms", f"must not be negative, not {args.phantoms}", "0 or more")
     cases = sources_from_arguments(args.sources, args.licence)
     if args.phantoms:
         cases += phantom_cases(args.phantoms, args.phantom_seed, args.phantom_size)

@@ -1084,14 +1084,28 @@ def settings_from_arguments(
     for name in ("epochs", "iterations_per_epoch", "batch_size", "samples_per_case"):
         if getattr(args, name) < 1:
             raise InputError(
-                "--" + name.replace("_", "-"), f"must be at least 1, not {getattr(args, name)}"
+                "--" + name.replace("_", "-"),
+                f"must be at least 1, not {getattr(args, name)}",
+                "a whole number >= 1",
             )
     if args.workers < 0:
-        raise InputError("--workers", f"must not be negative, not {args.workers}")
-    if not args.learning_rate > 0:
-        raise InputError("--learning-rate", f"must be positive, not {args.learning_rate:g}")
-    if args.hu_window is not None and not args.hu_window[0] < args.hu_window[1]:
-        raise InputError("--hu-window", "LOW must be below HIGH")
+        raise InputError("--workers", f"must not be negative, not {args.workers}", "0 or more")
+    if not math.isfinite(args.learning_rate) or not args.learning_rate > 0:
+        raise InputError("--learning-rate", f"is {args.learning_rate!r}", "a finite number > 0")
+    if not math.isfinite(args.weight_decay) or args.weight_decay < 0:
+        raise InputError("--weight-decay", f"is {args.weight_decay!r}", "a finite number >= 0")
+    if not (math.isfinite(args.validation_fraction) and 0 <= args.validation_fraction < 1):
+        raise InputError(
+            "--validation-fraction", f"is {args.validation_fraction!r}", "a fraction in [0, 1)"
+        )
+    if args.hu_window is not None and not (
+        all(math.isfinite(v) for v in args.hu_window) and args.hu_window[0] < args.hu_window[1]
+    ):
+        raise InputError(
+            "--hu-window",
+            f"is {list(args.hu_window)!r}",
+            "LOW HIGH: two finite values in HU, LOW below HIGH",
+        )
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise InputError(output, "output exists and is not a folder", "a bundle folder")

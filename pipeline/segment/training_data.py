@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -109,10 +110,14 @@ def stage_grid(
         float(s) for s in (spacing_mm if spacing_mm is not None else recipe["spacing_mm"])
     )
     if len(spacing) != 3 or not all(0.1 <= s <= 20 for s in spacing):
-        raise InputError("--spacing", f"not three spacings between 0.1 and 20 mm: {spacing_mm!r}")
+        raise InputError(
+            f"--{stage}-spacing",
+            f"is {spacing_mm!r}",
+            "three spacings X Y Z between 0.1 and 20 mm",
+        )
     margin = crop_margin_mm if crop_margin_mm is not None else recipe["crop_margin_mm"]
-    if margin is not None and margin < 0:
-        raise InputError("--crop-margin", f"must not be negative, not {margin:g}")
+    if margin is not None and not (math.isfinite(margin) and margin >= 0):
+        raise InputError("--crop-margin", f"is {margin!r}", "a margin in mm >= 0")
     return StageGrid(
         stage=stage,
         spacing_mm=spacing,  # type: ignore[arg-type]
@@ -196,7 +201,9 @@ def msd_cases(folder: Path, licence: str | None = None) -> list[CaseSource]:
     try:
         dataset = json.loads(descriptor.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(descriptor, f"not valid JSON ({exc})") from None
+        raise InputError(
+            descriptor, f"not valid JSON ({exc})", "the dataset.json of an MSD folder"
+        ) from None
     _check_msd_labels(dataset, descriptor)
     entries = dataset.get("training")
     if not isinstance(entries, list) or not entries:
@@ -210,13 +217,25 @@ def msd_cases(folder: Path, licence: str | None = None) -> list[CaseSource]:
     cases = []
     for entry in entries:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-            raise InputError(descriptor, f"training entry {entry!r} lacks image or label")
+            raise InputError(
+                descriptor,
+                f"training entry {entry!r} lacks image or label",
+                '{"image": ..., "label": ...} for every training case',
+            )
         image = (folder / str(entry["image"])).resolve()
         label = (folder / str(entry["label"])).resolve()
         if not image.exists():
-            raise InputError(image, "training image listed in dataset.json not found")
+            raise InputError(
+                image,
+                "training image listed in dataset.json not found",
+                "the images listed in dataset.json inside the MSD folder",
+            )
         if not label.exists():
-            raise InputError(label, "training label map listed in dataset.json not found")
+            raise InputError(
+                label,
+                "training label map listed in dataset.json not found",
+                "the label maps listed in dataset.json inside the MSD folder",
+            )
         cases.append(
             CaseSource(
                 _safe_id(f"{name}_{_strip_image_suffix(image.name)}"),
@@ -228,35 +247,52 @@ def msd_cases(folder: Path, licence: str | None = None) -> list[CaseSource]:
     return cases
 
 
+#: What a training table should be.
+TABLE_EXPECTED = "a UTF-8 TSV or CSV table with a header line: image, label"
+
+
 def table_cases(table: Path, licence: str | None = None) -> list[CaseSource]:
     """Training cases of a TSV/CSV table with columns ``image`` and ``label``
     (optional ``case``, ``dataset``, ``licence``); relative paths are relative to the table."""
     if not table.is_file():
-        raise InputError(table, "training table not found")
-    text = table.read_text(encoding="utf-8-sig")
+        raise InputError(table, "training table not found", TABLE_EXPECTED)
+    try:
+        text = table.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(table, f"not UTF-8 text (byte {exc.start})", TABLE_EXPECTED) from None
+    if not text.strip():
+        raise InputError(table, "training table is empty", TABLE_EXPECTED)
     delimiter = "\t" if table.suffix.lower() == ".tsv" or "\t" in text.splitlines()[0] else ","
     rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
     if not rows or "image" not in rows[0] or "label" not in rows[0]:
-        raise InputError(
-            table,
-            "needs the columns image and label",
-            "a TSV or CSV table with a header line: image, label",
-        )
+        raise InputError(table, "needs the columns image and label", TABLE_EXPECTED)
     cases = []
     seen: set[str] = set()
     for number, row in enumerate(rows, start=2):
         if not row.get("image") or not row.get("label"):
-            raise InputError(table, f"line {number}: image or label is empty")
+            raise InputError(
+                table,
+                f"line {number}: image or label is empty",
+                "an image and a label map on every line",
+            )
         image = Path(row["image"]).expanduser()
         label = Path(row["label"]).expanduser()
         image = image if image.is_absolute() else (table.parent / image)
         label = label if label.is_absolute() else (table.parent / label)
         for path, what in ((image, "image"), (label, "label map")):
             if not path.exists():
-                raise InputError(table, f"line {number}: {what} {path} not found")
+                raise InputError(
+                    table,
+                    f"line {number}: {what} {path} not found",
+                    "existing files (relative paths are relative to the table's folder)",
+                )
         case_id = _safe_id(row.get("case") or _strip_image_suffix(image.name))
         if case_id in seen:
-            raise InputError(table, f"line {number}: case {case_id!r} appears twice")
+            raise InputError(
+                table,
+                f"line {number}: case {case_id!r} appears twice",
+                "a different image name or case id on each line",
+            )
         seen.add(case_id)
         dataset = row.get("dataset") or table.stem
         case_licence = row.get("licence") or licence or "unknown: check the data's terms"

@@ -594,16 +594,11 @@ _respond(
     lambda ws, f: [ws.baseline_measure, measurements.no_lesion_map(ws, f)],
     lambda ws, i: ("fu1-no-map", "lesions.nii.gz"),
 )
-_NEGATIVE_VOLUME_BUG = (
-    "report/cohort read measurements.json without checking its numbers: a negative lesion "
-    "volume is shown and written to cohort.csv (reported to the report owner)"
-)
 _respond(
     "negative-lesion-volume",
     lambda ws, f: [ws.baseline_measure, measurements.negative_volume(ws, f)],
-    lambda ws, i: ("fu1-edited", "volume_ml"),
+    lambda ws, i: ("fu1-edited", "volume_ml", "-3.0"),
     ("respond", "report", "cohort"),
-    known={"report": _NEGATIVE_VOLUME_BUG, "cohort": _NEGATIVE_VOLUME_BUG},
 )
 
 
@@ -844,9 +839,75 @@ _options_case(
     ],
     lambda f: [f / "metrics.json"],
     ("--min-lesion-volume-ml", "nan"),
-    known_failure="evaluate accepts --min-lesion-volume-ml nan (nan < 0 is false) and writes "
-    "metrics in which no tumour component is a lesion (reported to the segment owner)",
 )
+_options_case(
+    "crop-margin-nan",
+    "train",
+    lambda ws, f: [
+        "prepare",
+        str(_text(f / "cases.tsv", f"image\tlabel\n{ws.ct_path}\t{ws.labels_path}\n")),
+        "--cache",
+        str(f / "cache"),
+        "--stage",
+        "lesion",
+        "--crop-margin",
+        "nan",
+    ],
+    lambda f: [f / "cache"],
+    ("--crop-margin", "nan"),
+)
+_options_case(
+    "learning-rate-infinite",
+    "train",
+    lambda ws, f: [
+        "fit",
+        "--cache",
+        str(f / "cache"),
+        "-o",
+        str(f / "bundle"),
+        "--learning-rate",
+        "inf",
+    ],
+    lambda f: [f / "bundle"],
+    ("--learning-rate", "inf"),
+)
+_options_case(
+    "table-empty",
+    "train",
+    lambda ws, f: ["prepare", str(_text(f / "cases.tsv", "")), "--cache", str(f / "cache")],
+    lambda f: [f / "cache"],
+    ("cases.tsv", "empty"),
+)
+_options_case(
+    "table-not-utf8",
+    "train",
+    lambda ws, f: [
+        "prepare",
+        str(_bytes(f / "cases.tsv", b"image\tlabel\n\xff\xfe.nii.gz\tx.nii.gz\n")),
+        "--cache",
+        str(f / "cache"),
+    ],
+    lambda f: [f / "cache"],
+    ("cases.tsv", "UTF-8"),
+)
+for _command, _setting, _outputs in (
+    ("respond", "response:\n  progression_percent", "response.json"),
+    ("report", "report:\n  crop_margin_mm", "report.html"),
+):
+    _options_case(
+        "settings-nan",
+        _command,
+        lambda ws, f, s=_setting, o=_outputs: [
+            str(ws.baseline_measure),
+            *([str(ws.follow_up_measure)] if o == "response.json" else []),
+            "-o",
+            str(f / o),
+            "--settings",
+            str(_text(f / "settings.yaml", f"{s}: .nan\n")),
+        ],
+        lambda f, o=_outputs: [f / o],
+        (_setting.split()[-1], "nan"),
+    )
 _options_case(
     "settings-unknown-key",
     "measure",
@@ -1037,4 +1098,9 @@ def _file(path: Path, text: str = "not a folder\n") -> Path:
 
 def _text(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
     return path
