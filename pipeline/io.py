@@ -15,19 +15,15 @@ only the study date and the UIDs needed to reference the source series.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import gzip
-import json
 import logging
 import math
 import os
-import shutil
 import struct
-import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import InputError
+
+# the project's atomic output helpers, re-exported (they need no SimpleITK)
+from pipeline.files import atomic_path as atomic_path
+from pipeline.files import dumps_json as dumps_json
+from pipeline.files import json_ready as json_ready
+from pipeline.files import output_directory as output_directory
+from pipeline.files import read_json as read_json
+from pipeline.files import write_json as write_json
+from pipeline.files import write_text as write_text
 
 log = logging.getLogger(__name__)
 
@@ -1061,6 +1066,31 @@ def read_ct(path: str | os.PathLike[str], series_uid: str | None = None) -> CTSc
     return scan
 
 
+def onto_grid_of(
+    image: sitk.Image, reference: sitk.Image, source: Path | str, problem: str, expected: str
+) -> sitk.Image:
+    """``image`` on exactly the grid of ``reference``, without interpolation.
+
+    The same grid within :data:`GRID_TOLERANCE_VOXELS` takes the reference's
+    geometry; the same voxels stored with permuted or flipped axes are
+    reoriented exactly; any other grid raises :class:`InputError` with
+    ``problem`` (the two grids are appended) and ``expected``.
+    """
+    if same_grid(reference, image):
+        image = sitk.Image(image)
+        image.CopyInformation(reference)
+        return image
+    if same_lattice(reference, image):
+        return sitk.Resample(
+            image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID()
+        )
+    raise InputError(
+        source,
+        f"{problem} ({grid_description(image)} vs {grid_description(reference)})",
+        expected,
+    )
+
+
 def read_label_map(
     path: str | os.PathLike[str],
     reference: sitk.Image,
@@ -1087,19 +1117,13 @@ def read_label_map(
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         raise InputError(path, f"{what} is {image.GetDimension()}-D", "a 3-D label map")
-    if same_grid(reference, image):
-        image.CopyInformation(reference)
-    elif same_lattice(reference, image):
-        image = sitk.Resample(
-            image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID()
-        )
-    else:
-        raise InputError(
-            path,
-            f"{what} is on a different grid than its image ({grid_description(image)} vs "
-            f"{grid_description(reference)})",
-            "a label map on exactly the image's voxel grid",
-        )
+    image = onto_grid_of(
+        image,
+        reference,
+        path,
+        f"{what} is on a different grid than its image",
+        "a label map on exactly the image's voxel grid",
+    )
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and (
         not np.all(np.isfinite(array)) or not np.all(array == np.round(array))
@@ -1134,47 +1158,6 @@ def read_label_map(
 # -------------------------------------------------------------- atomic output
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _give_default_permissions(path: Path) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries: give the final output the
-    permissions any new file or folder would have (the user's umask), so that a
-    group sharing a cluster project folder can read the results."""
-    mode = (0o777 if path.is_dir() else 0o666) & ~_umask()
-    os.chmod(path, mode)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
-
-    On any exception the temporary file is removed and ``path`` is untouched.
-    The temporary name keeps the final suffix so that writers which choose
-    their format by extension (``.nii.gz``) work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
-    handle, name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent
-    )
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        if temporary.exists():
-            _give_default_permissions(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bool = True) -> Path:
     """Write an image atomically, without any header text from its source."""
     path = Path(path)
@@ -1183,88 +1166,6 @@ def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bo
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress)
     return path
-
-
-def json_ready(value: Any) -> Any:
-    """Convert numpy scalars and arrays, paths and tuples into plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return json_ready(dataclasses.asdict(value))
-    return value
-
-
-def dumps_json(value: Any) -> str:
-    return json.dumps(json_ready(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_json(value: Any, path: str | os.PathLike[str]) -> Path:
-    """Write JSON atomically (UTF-8, indented, NaN written as null)."""
-    return write_text(dumps_json(value), path)
-
-
-def write_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write a text file atomically."""
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-    return path
-
-
-def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
-    """Read a JSON file, with a clear error when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, f"{what} not found", "an existing file (check the path)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(
-            path, f"not valid JSON ({exc})", f"the {what} as written by liverburden"
-        ) from None
-
-
-@contextlib.contextmanager
-def output_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Build an output folder completely in a temporary folder, then swap it in.
-
-    Yields the temporary folder. On success it replaces ``path`` (an earlier
-    output there is removed only after the new one is complete); on any
-    exception the temporary folder is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir():
-        raise InputError(path, "output exists and is not a folder")
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield temporary
-        _give_default_permissions(temporary)
-        if path.exists():
-            retired = Path(
-                tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
-            )
-            os.replace(path, retired / "previous")
-            os.replace(temporary, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(temporary, path)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
 
 
 def refuse_overwriting_inputs(

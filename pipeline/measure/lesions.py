@@ -86,7 +86,8 @@ class LesionLabels:
         return len(self.voxel_counts)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every true voxel of ``mask`` (``None`` if empty)."""
     spans = []
     for axis in range(mask.ndim):
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
@@ -185,7 +186,7 @@ def label_lesions(
     structure = connectivity_structure(connectivity)
     voxel_ml = voxel_volume_ml(spacing_mm)
     min_voxels = int(np.ceil(min_volume_ml / voxel_ml - 1e-9)) if min_volume_ml > 0 else 0
-    box = _bounding_box(tumor)
+    box = bounding_box(tumor)
     if box is None:
         empty = np.zeros(0, dtype=np.int64)
         return LesionLabels(np.zeros(tumor.shape, np.uint16), empty, [], empty, 0, 0)
@@ -220,7 +221,7 @@ def label_lesions(
                 split_count += 1
                 for part in range(1, part_count + 1):
                     piece = parts == part
-                    tight = _bounding_box(piece)
+                    tight = bounding_box(piece)
                     assert tight is not None
                     piece_region = tuple(
                         slice(f.start + t.start, f.start + t.stop)

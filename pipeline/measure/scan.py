@@ -39,6 +39,7 @@ from pipeline.io import axial_axis, direction_matrix, resample_like, same_grid
 from pipeline.measure.diameters import AxialDiameters, axial_diameters
 from pipeline.measure.lesions import (
     LesionLabels,
+    bounding_box,
     connectivity_structure,
     label_lesions,
     voxel_volume_ml,
@@ -136,16 +137,6 @@ class _Geometry:
         index = ", ".join(f"{v:.1f}" for v in index_xyz)
         lps = ", ".join(f"{v:.1f}" for v in point)
         return f"voxel index ({index}), LPS ({lps}) mm"
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    spans = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if present.size == 0:
-            return None
-        spans.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(spans)
 
 
 def _grow(
@@ -290,7 +281,7 @@ def measure_scan(
 
     # everything happens inside the liver's bounding box
     liver_full = full_labels > 0
-    box = _bounding_box(liver_full)
+    box = bounding_box(liver_full)
     if box is None:
         raise InputError(labels_source, "contains no liver (no voxel labelled 1 or 2)")
     offset_zyx = np.array([s.start for s in box])

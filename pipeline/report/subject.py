@@ -18,10 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import SimpleITK as sitk
-
-from pipeline.errors import InputError
-from pipeline.io import read_ct, read_image_file, same_grid, same_lattice
+from pipeline.io import onto_grid_of, read_ct, read_image_file
 from pipeline.report import figures
 from pipeline.report.html import (
     badge,
@@ -228,16 +225,9 @@ def _load_oriented(scan: MeasuredScan) -> figures.OrientedScan:
     for name in ("liver.nii.gz", "lesions.nii.gz"):
         path = scan.folder / name
         image = read_image_file(path, what=name)
-        if same_grid(ct, image):
-            image.CopyInformation(ct)
-        elif same_lattice(ct, image):
-            image = sitk.Resample(
-                image, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID()
-            )
-        else:
-            raise InputError(
-                path, "is not on the grid of the time point's CT", "the CT that was measured"
-            )
+        image = onto_grid_of(
+            image, ct, path, "is not on the grid of the time point's CT", "the CT that was measured"
+        )
         maps.append(image)
     return figures.oriented_scan(ct, maps[0], maps[1])
 

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -782,12 +781,10 @@ def write_bundle(
     """
     import torch
 
+    from pipeline.files import output_directory
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists() and not folder.is_dir():
-        raise _fail(folder, "output exists and is not a folder")
-    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with output_directory(folder) as temporary:
         (temporary / "configs").mkdir()
         for stage in inference.stages:
             if stage.name not in weights:
@@ -802,18 +799,6 @@ def write_bundle(
         (temporary / INFERENCE_FILE).write_text(_dumps(inference.to_json()), encoding="utf-8")
         (temporary / METADATA_FILE).write_text(_dumps(dict(metadata)), encoding="utf-8")
         (temporary / "README.md").write_text(model_card, encoding="utf-8")
-        if folder.exists():
-            retired = Path(
-                tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent)
-            )
-            os.replace(folder, retired / "previous")
-            os.replace(temporary, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return folder
 
 
