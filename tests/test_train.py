@@ -301,3 +301,56 @@ def test_table_with_a_missing_file(tmp_path: Path) -> None:
     table.write_text("image,label\nct.nii.gz,labels.nii.gz\n")
     result = run_cli("train", "prepare", table, "--cache", tmp_path / "cache")
     assert_clean_error(result, "line 2: image", "not found")
+
+
+def test_fine_tuning_starts_from_a_bundles_weights(prepared_cache: Path, tmp_path: Path) -> None:
+    """``--initial-weights`` starts from a bundle's stage weights, not random ones;
+    a bundle without the stage, or with weights for another network, is refused."""
+    import torch
+
+    first = tmp_path / "first"
+    _fit(
+        prepared_cache,
+        first,
+        "--epochs",
+        "1",
+        "--stage",
+        "liver",
+        "--checkpoint-dir",
+        str(tmp_path / "c1"),
+    )
+    tuned = tmp_path / "tuned"
+    _fit(
+        prepared_cache,
+        tuned,
+        "--epochs",
+        "1",
+        "--stage",
+        "liver",
+        "--learning-rate",
+        "1e-12",
+        "--checkpoint-dir",
+        str(tmp_path / "c2"),
+        "--initial-weights",
+        str(first),
+    )
+    before = torch.load(first / "models" / "liver.pt", weights_only=True)
+    after = torch.load(tuned / "models" / "liver.pt", weights_only=True)
+    for name, value in before.items():  # a negligible learning rate: the weights stay
+        torch.testing.assert_close(after[name], value, atol=1e-5, rtol=1e-4)
+    result = run_cli(
+        "train",
+        "fit",
+        "--cache",
+        prepared_cache,
+        "--output",
+        tmp_path / "x",
+        *FIT_OPTIONS,
+        "--stage",
+        "lesion",
+        "--checkpoint-dir",
+        tmp_path / "c3",
+        "--initial-weights",
+        first,
+    )
+    assert_clean_error(result, "has no stage 'lesion'")

@@ -85,6 +85,7 @@ class FitSettings:
     amp: bool = True
     workers: int = 0
     resume: bool = False
+    initial_weights: Path | None = None
     checkpoint_dir: Path | None = None
     augmentation: str = "full"
     bundle_name: str = "liverburden-ct"
@@ -396,7 +397,20 @@ class StagePlan:
             "seed": settings.seed,
             "augmentation": settings.augmentation,
             "epochs": settings.epochs,
-        }
+        } | ({} if settings.initial_weights is None else {"initial": str(settings.initial_weights)})
+
+
+def _initial_weights(bundle: Path, stage: str) -> Path:
+    """Weights file of ``stage`` in the bundle ``bundle`` (to fine-tune from)."""
+    from pipeline.segment.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    for candidate in loaded.inference.stages:
+        if candidate.name == stage:
+            return loaded.weights_path(candidate)
+    raise InputError(
+        bundle, f"has no stage {stage!r} to start from", "a bundle with the stage being trained"
+    )
 
 
 def plan_stage(settings: FitSettings, stage: str) -> StagePlan:
@@ -445,7 +459,7 @@ def train_stage(settings: FitSettings, plan: StagePlan) -> dict[str, Any]:
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
-    from pipeline.segment.bundle import build_network, count_parameters
+    from pipeline.segment.bundle import build_network, count_parameters, load_weights
     from pipeline.segment.recipes import stage_settings
 
     device = _device(settings.device)
@@ -492,7 +506,12 @@ def train_stage(settings: FitSettings, plan: StagePlan) -> dict[str, Any]:
         validation_transform({"file": entries[c]["file"], "case": c}) for c in plan.validation_cases
     ]
 
-    network = build_network(stage_config).to(device)
+    network = build_network(stage_config)
+    if settings.initial_weights is not None:
+        initial = _initial_weights(settings.initial_weights, plan.stage)
+        load_weights(network, initial, plan.stage)
+        log.info("%s: starting from the weights in %s (fine-tuning)", plan.stage, initial)
+    network = network.to(device)
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -1039,6 +1058,14 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from the stage's checkpoint"
     )
     parser.add_argument(
+        "--initial-weights",
+        metavar="BUNDLE",
+        type=Path,
+        default=None,
+        help="start each stage from its weights in this bundle (fine-tuning) instead of "
+        "random weights",
+    )
+    parser.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         default=None,
@@ -1131,6 +1158,7 @@ def settings_from_arguments(
         amp=not args.no_amp,
         workers=args.workers,
         resume=args.resume,
+        initial_weights=args.initial_weights,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         augmentation=args.augmentation,
         bundle_name=args.bundle_name,

@@ -83,7 +83,9 @@ def load_real_cases(shared_data: Path, *, include_ircad: bool) -> list[RealCase]
     totalseg = read_ct(shared_data / "totalseg-example" / "ct.nii.gz").image
     partial = sitk.ReadImage(str(shared_data / "totalseg-example" / "liver.nii.gz"))
     labels, offset, spread = place_partial_mask(totalseg, partial)
-    log.info("totalseg-example liver mask placed at slice offset %d (spread %.1f HU)", offset, spread)
+    log.info(
+        "totalseg-example liver mask placed at slice offset %d (spread %.1f HU)", offset, spread
+    )
     if spread > 25:
         raise InputError(
             shared_data / "totalseg-example" / "liver.nii.gz",
