@@ -139,12 +139,13 @@ def _truth_origin(
 def test_phantom_cohort_responses_and_lesion_identity_match_the_truth(tmp_path: Path) -> None:
     """``liverburden phantom`` -> ``measure`` (truth masks, arterial images) -> ``respond``.
 
-    Three subjects: partial response after conventional TACE (lipiodol, a vanished
-    non-target), progression (a non-target splits in two), a new lesion; each follow-up
-    in a different patient position.
+    Four subjects: partial response after conventional TACE (lipiodol, a vanished
+    non-target), progression (a non-target splits in two), a new lesion, necrosis after
+    treatment (same size, no enhancement left: RECIST SD, mRECIST and Choi PR); each
+    follow-up in a different patient position.
     """
     cohort = tmp_path / "cohort"
-    result = run_cli("phantom", cohort, "--size", "tiny", "--subjects", "3", "-q")
+    result = run_cli("phantom", cohort, "--size", "tiny", "--subjects", "4", "-q")
     assert result.exit_code == 0, result.stderr
     truth = json.loads((cohort / "truth.json").read_text(encoding="utf-8"))
     with open(cohort / "samples_truth.tsv", encoding="utf-8") as handle:
@@ -152,7 +153,8 @@ def test_phantom_cohort_responses_and_lesion_identity_match_the_truth(tmp_path: 
     by_subject: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_subject.setdefault(row["subject"], []).append(row)
-    assert len(by_subject) == 3
+    assert len(by_subject) == 4
+    assert truth["subjects"]["demo-04"]["scenario"] == "necrosis"
     for subject, scans in by_subject.items():
         folders = []
         for row in scans:
