@@ -65,7 +65,9 @@ def test_shipped_model_segments_real_ct(segmenter) -> None:
     result = segmenter.predict(ct)
     assert result.labels.GetSize() == ct.GetSize()
     metrics = evaluate_case(
-        sitk.GetArrayViewFromImage(result.labels), sitk.GetArrayViewFromImage(truth), ct.GetSpacing()
+        sitk.GetArrayViewFromImage(result.labels),
+        sitk.GetArrayViewFromImage(truth),
+        ct.GetSpacing(),
     )
     liver, tumour, recall, involvement = IRCAD_MINIMUM
     assert metrics["liver_dice"] >= liver, metrics

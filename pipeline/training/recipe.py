@@ -176,5 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     fit(cache, args.fine_tune_output, FINE_TUNE_PLANS, initial=args.output, **options)
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
