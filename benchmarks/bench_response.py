@@ -102,7 +102,7 @@ def run_case(
     )
     seconds = time.perf_counter() - start
     assert result.exit_code == 0, result.stderr
-    timepoint = json.loads((folder / "r.json").read_text())["timepoints"][0]
+    timepoint = json.loads((folder / "r.json").read_text(encoding="utf-8"))["timepoints"][0]
     owner = {i: k for k, v in timepoint["lesions"].items() for i in v["ids"]}
     correct = sum(owner.get(i) == key for i, key in truth.items())
     new_found = (

@@ -138,7 +138,9 @@ def run_once(
         if child.returncode != 0:
             raise SystemExit(f"segment failed:\n{log.read()[-3000:]}")
     peak_kib = usage.ru_maxrss
-    record = json.loads(output.with_name(output.name.replace(".nii.gz", ".json")).read_text())
+    record = json.loads(
+        output.with_name(output.name.replace(".nii.gz", ".json")).read_text(encoding="utf-8")
+    )
     timings = record["timings_s"]
     network = sum(v for k, v in timings.items() if k.endswith("_network"))
     return {

@@ -158,7 +158,7 @@ def main() -> int:
         cohort = args.output / "phantoms"
         if not (cohort / "truth.json").exists():
             generate_cohort(cohort, args.phantoms, args.phantom_seed, args.phantom_size)
-        truth = json.loads((cohort / "truth.json").read_text())
+        truth = json.loads((cohort / "truth.json").read_text(encoding="utf-8"))
         for subject, record in truth["subjects"].items():
             for timepoint in record["timepoints"]:
                 image = read_ct(cohort / timepoint["image"]).image

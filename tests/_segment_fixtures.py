@@ -119,6 +119,6 @@ def copy_bundle(target: Path) -> Path:
 
 def edit_inference(bundle: Path, change) -> None:
     path = bundle / "configs" / "inference.json"
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     change(data)
     path.write_text(json.dumps(data))

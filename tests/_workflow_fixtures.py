@@ -43,6 +43,8 @@ def snakemake(
         command,
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=timeout,
         check=False,
         env=environment,

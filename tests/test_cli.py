@@ -56,6 +56,8 @@ def test_sigterm_stops_cleanly_without_output(tmp_path: Path) -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     time.sleep(4.0)

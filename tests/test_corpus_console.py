@@ -71,6 +71,8 @@ def test_mixed_subjects_through_a_pipe(corpus_workspace: Workspace) -> None:
         [*console_script(), *invocation.args],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=120,
         check=False,
     )
@@ -92,7 +94,13 @@ def test_debug_shows_the_traceback(corpus_workspace: Workspace, tmp_path: Path) 
         "--debug",
     ]
     result = subprocess.run(
-        [*console_script(), *args], capture_output=True, text=True, timeout=120, check=False
+        [*console_script(), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+        check=False,
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "InputError" in result.stderr

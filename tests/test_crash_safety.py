@@ -73,7 +73,13 @@ def run_console(
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     result = subprocess.run(
-        [*console_script(), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*console_script(), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        check=False,
     )
     return time.perf_counter() - started, result
 

@@ -177,7 +177,7 @@ def test_evaluate_files(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     assert "liver Dice" in result.stdout and "lesions >= 10 mm" in result.stdout
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert metrics["schema_version"] and metrics["liverburden_version"]
     assert metrics["global"]["lesion_detection"]["recall"] == pytest.approx(2 / 3)
     assert list(metrics["cases"]) == ["t"]
@@ -197,7 +197,7 @@ def test_evaluate_folders(tmp_path: Path, layout: str) -> None:
             _write(np.zeros_like(reference), tmp_path / "truth" / case / "baseline" / "ct.nii.gz")
     result = run_cli("evaluate", tmp_path / "pred", tmp_path / "truth", "-o", tmp_path / "m.json")
     assert result.exit_code == 0, result.stderr
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert sorted(metrics["cases"]) == (
         ["a", "b"] if layout == "same_names" else ["a/baseline", "b/baseline"]
     )

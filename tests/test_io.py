@@ -344,7 +344,7 @@ def test_atomic_writes_and_output_directory(tmp_path: Path) -> None:
     out = write_image(image, tmp_path / "out" / "seg.nii.gz")
     assert out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     write_json({"value": np.float32(1.5), "missing": float("nan")}, tmp_path / "a.json")
-    assert (tmp_path / "a.json").read_text().count("null") == 1
+    assert (tmp_path / "a.json").read_text(encoding="utf-8").count("null") == 1
     target = tmp_path / "folder"
     with pytest.raises(RuntimeError), output_directory(target) as work:
         (work / "part.txt").write_text("half")

@@ -70,7 +70,7 @@ def case(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _load(folder: Path) -> dict:
-    return json.loads((folder / "measurements.json").read_text())
+    return json.loads((folder / "measurements.json").read_text(encoding="utf-8"))
 
 
 def test_measure_writes_every_output(case: tuple[Path, Path], tmp_path: Path) -> None:
@@ -246,7 +246,9 @@ def test_dicom_input_takes_the_study_date_and_keeps_no_identifiers(tmp_path: Pat
     assert data["study_date"] == "2023-09-17"
     assert data["series_instance_uid"]
     assert data["lesion_count"] == 1
-    written = "".join(p.read_text() for p in (out / "measurements.json", out / "lesions.csv"))
+    written = "".join(
+        p.read_text(encoding="utf-8") for p in (out / "measurements.json", out / "lesions.csv")
+    )
     written += result.stderr + result.stdout
     for value in FAKE_IDENTIFIERS.values():
         assert value not in written

@@ -32,7 +32,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def truth(cohort: Path) -> dict:
-    return json.loads((cohort / "truth.json").read_text())
+    return json.loads((cohort / "truth.json").read_text(encoding="utf-8"))
 
 
 def _sheet(path: Path) -> list[dict[str, str]]:
@@ -261,8 +261,8 @@ def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
     first, second = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert first == second and len(first) == 9
     generate_cohort(tmp_path / "c", subjects=1, seed=10, size="tiny", timepoints=1)
-    third = json.loads((tmp_path / "c" / "truth.json").read_text())
-    first_truth = json.loads((tmp_path / "a" / "truth.json").read_text())
+    third = json.loads((tmp_path / "c" / "truth.json").read_text(encoding="utf-8"))
+    first_truth = json.loads((tmp_path / "a" / "truth.json").read_text(encoding="utf-8"))
     assert (
         third["subjects"]["demo-01"]["timepoints"][0]["liver_volume_ml"]
         != first_truth["subjects"]["demo-01"]["timepoints"][0]["liver_volume_ml"]
@@ -274,7 +274,7 @@ def test_rerun_replaces_an_earlier_cohort(tmp_path: Path) -> None:
     options = ("--subjects", "1", "--size", "tiny", "--timepoints", "1", "-q")
     assert run_cli("phantom", outdir, *options).exit_code == 0
     assert run_cli("phantom", outdir, *options, "--seed", "4").exit_code == 0
-    assert json.loads((outdir / "truth.json").read_text())["seed"] == 4
+    assert json.loads((outdir / "truth.json").read_text(encoding="utf-8"))["seed"] == 4
     assert [p.name for p in tmp_path.iterdir()] == ["cohort"]  # no temporary folders left
 
 
@@ -303,7 +303,7 @@ def test_cli_refuses_a_folder_that_is_not_a_cohort(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
     result = run_cli("phantom", tmp_path, "--subjects", "1", "--size", "tiny")
     assert_clean_error(result, "not empty")
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "precious.txt").read_text(encoding="utf-8") == "keep me"
 
 
 def test_cli_refuses_an_outdir_holding_its_settings(tmp_path: Path) -> None:
@@ -323,7 +323,7 @@ def test_cli_reads_settings(tmp_path: Path) -> None:
     config.write_text("phantom:\n  subjects: 1\n  size: tiny\n  timepoints: 1\n  seed: 2\n")
     result = run_cli("phantom", tmp_path / "out", "--settings", config, "--seed", "5", "-q")
     assert result.exit_code == 0, result.stderr
-    written = json.loads((tmp_path / "out" / "truth.json").read_text())
+    written = json.loads((tmp_path / "out" / "truth.json").read_text(encoding="utf-8"))
     assert written["seed"] == 5 and written["size"] == "tiny" and len(written["subjects"]) == 1
 
 
@@ -331,6 +331,6 @@ def test_cli_reads_settings(tmp_path: Path) -> None:
 def test_small_subject_end_to_end(tmp_path: Path) -> None:
     result = run_cli("phantom", tmp_path / "out", "--subjects", "1", "-q")
     assert result.exit_code == 0, result.stderr
-    written = json.loads((tmp_path / "out" / "truth.json").read_text())
+    written = json.loads((tmp_path / "out" / "truth.json").read_text(encoding="utf-8"))
     tp = written["subjects"]["demo-01"]["timepoints"][0]
     assert 2.5 <= tp["grid"]["spacing_mm"][0] <= 3.0 and 128 <= tp["grid"]["size_xyz"][0] <= 160

@@ -164,7 +164,7 @@ def test_lesion_slice_geometry_any_storage_order(
     ]
     images = [sitk.Flip(image, list(flip)) for image in images]
     oriented = figures.oriented_scan(*images)
-    lesion = json.loads((measure / "measurements.json").read_text())["lesions"][0]
+    lesion = json.loads((measure / "measurements.json").read_text(encoding="utf-8"))["lesions"][0]
     start, end = lesion["longest_axial_diameter_endpoints_mm"]
     middle = [(a + b) / 2 for a, b in zip(start, end, strict=True)]
     x, y, z = oriented.index_of(middle)
@@ -231,7 +231,7 @@ def test_cohort_without_follow_up(tmp_path: Path) -> None:
     output = tmp_path / "cohort.csv"
     result = run_cli("cohort", measure, "-o", output, "--figures", tmp_path / "figures")
     assert result.exit_code == 0, result.stderr
-    assert len(output.read_text().splitlines()) == 2
+    assert len(output.read_text(encoding="utf-8").splitlines()) == 2
     assert all(
         (tmp_path / "figures" / f"{n}.png").is_file()
         for n in ("waterfall", "spider", "involvement")

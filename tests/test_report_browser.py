@@ -53,7 +53,15 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
         "--v=0",
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+        check=False,
+    )
 
 
 def console_messages(stderr: str) -> list[str]:

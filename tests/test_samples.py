@@ -251,6 +251,8 @@ def test_module_entry_point(scans: Path) -> None:
         [sys.executable, "-m", "pipeline.samples", str(bad)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         check=False,
     )
     assert result.returncode == 2

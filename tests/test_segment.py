@@ -50,7 +50,7 @@ def test_segment_phantom_command(phantom_scan, tmp_path: Path) -> None:
     truth = sitk.GetArrayFromImage(phantom_scan["labels"])
     assert set(np.unique(predicted)) <= {0, 1, 2}
     assert dice(predicted > 0, truth > 0) > 0.9
-    record = json.loads((tmp_path / "out" / "segmentation.json").read_text())
+    record = json.loads((tmp_path / "out" / "segmentation.json").read_text(encoding="utf-8"))
     assert record["schema_version"] and record["liverburden_version"]
     assert record["model"]["name"] == "liverburden-tiny-test"
     assert len(record["model"]["weights_sha256"]["liver"]) == 64
@@ -119,7 +119,7 @@ def test_output_grid_for_flipped_anisotropic_and_dicom_inputs(
     dicom_image = read_ct(folder).image
     labels = sitk.ReadImage(str(output))
     assert _same_grid(labels, dicom_image)
-    record = json.loads((tmp_path / "dicom_seg.json").read_text())
+    record = json.loads((tmp_path / "dicom_seg.json").read_text(encoding="utf-8"))
     assert record["options"]["fast"] is True and record["threads"] == 1
     assert record["stages"][1]["test_time_flips"] == []
 
@@ -297,7 +297,9 @@ def test_settings_file(tmp_path: Path) -> None:
         tmp_path / "config.yaml",
     )
     assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "seg.json").read_text())["options"]["fast"] is True
+    assert (
+        json.loads((tmp_path / "seg.json").read_text(encoding="utf-8"))["options"]["fast"] is True
+    )
     (tmp_path / "bad.yaml").write_text("segment:\n  colour: red\n")
     result = run_cli(
         "segment",

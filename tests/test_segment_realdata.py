@@ -29,7 +29,7 @@ def test_segment_real_ct_on_its_own_grid(relative: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     labels = sitk.ReadImage(str(output))
     assert same_grid(labels, read_ct(source).image, tolerance_voxels=1e-6)
-    record = json.loads((tmp_path / "segmentation.json").read_text())
+    record = json.loads((tmp_path / "segmentation.json").read_text(encoding="utf-8"))
     assert record["input_geometry"]["size"] == list(labels.GetSize())
     assert str(source) not in json.dumps(record)
 
@@ -38,7 +38,7 @@ def test_evaluate_real_reference_against_itself(tmp_path: Path) -> None:
     labels = shared_data("ircad-1.17/labels.nii.gz")
     result = run_cli("evaluate", labels, labels, "-o", tmp_path / "metrics.json")
     assert result.exit_code == 0, result.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["global"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["global"]
     assert metrics["liver_dice_mean"] == 1.0 and metrics["tumour_dice_global"] == 1.0
     assert metrics["liver_hausdorff_95_mm_mean"] == 0.0
     detection = metrics["lesion_detection"]

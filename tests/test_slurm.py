@@ -140,6 +140,8 @@ def _start_snakemake(
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            encoding="utf-8",
+            errors="replace",
         )
 
 
@@ -220,7 +222,7 @@ def jobs_of_rule(cluster, rule: str, workdir: Path) -> list[dict[str, str]]:
 def attempt_lines(workdir: Path, name: str) -> list[str]:
     """Lines the toy's ``restartable`` rule appends at each start of job ``name``."""
     path = workdir / "restartable" / f"{name}.attempts"
-    return path.read_text().splitlines() if path.exists() else []
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
 def running_job(cluster, workdir: Path, name: str, starts: int) -> dict[str, str]:
@@ -317,7 +319,7 @@ def test_toy_workflow_on_slurm_partitions_gpu_and_restarts(
 
     expected = "".join(f"{i}\n" for i in range(1, TOY_WORK_SECONDS + 1))
     for name in ("limit", "cancel"):
-        assert (workdir / "restartable" / f"{name}.txt").read_text() == expected
+        assert (workdir / "restartable" / f"{name}.txt").read_text(encoding="utf-8") == expected
     assert not list(workdir.rglob("*.part"))
     jobs = {job["JobId"]: job for job in jobs_of_rule(slurm_cluster, "restartable", workdir)}
     limit_ids = [line.split()[1] for line in attempt_lines(workdir, "limit")]
@@ -335,7 +337,7 @@ def test_toy_workflow_on_slurm_partitions_gpu_and_restarts(
     assert (segment["Partition"], segment.get("TresPerJob")) == ("gpu", "gres:gpu:1"), segment
     (hello,) = jobs_of_rule(slurm_cluster, "hello", workdir)
     assert hello["Partition"] == "cpu" and "gpu" not in hello.get("TresPerJob", ""), hello
-    text = (workdir / "segment" / "a.txt").read_text().splitlines()
+    text = (workdir / "segment" / "a.txt").read_text(encoding="utf-8").splitlines()
     assert text[0].startswith("liverburden "), text
     assert text[1:] == ["a", "partition=gpu", "gpus=1"]
 
@@ -453,7 +455,8 @@ def test_demo_workflow_on_slurm_equals_local_run(demo_runs: dict[str, Run] | Non
         *sorted(p.relative_to(results["local"]) for p in results["local"].glob("*/response.json")),
     ]:
         documents = [
-            json.loads((results[name] / relative).read_text()) for name in ("local", "slurm")
+            json.loads((results[name] / relative).read_text(encoding="utf-8"))
+            for name in ("local", "slurm")
         ]
         assert_numbers_equal(*documents, where=str(relative))
     assert list(results["local"].glob("*/response.json")), "no response assessed"

@@ -71,7 +71,7 @@ def prepared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_prepare_writes_resampled_cropped_cases(prepared_cache: Path) -> None:
-    manifest = json.loads((prepared_cache / "lesion" / "manifest.json").read_text())
+    manifest = json.loads((prepared_cache / "lesion" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["grid"]["spacing_mm"] == [4.0, 4.0, 4.0]
     assert [c["case"] for c in manifest["cases"]] == ["case0_ct", "case1_ct", "case2_ct"]
     assert manifest["datasets"] == [{"name": "cases", "licence": "CC0 test data", "cases": 3}]
@@ -111,7 +111,7 @@ def test_fit_writes_a_bundle_that_segments(prepared_cache: Path, tmp_path: Path)
     assert metadata["training_data"][0]["licence"] == "CC0 test data"
     assert metadata["metrics"]["validation"]["lesion"]["liver_dice"] is not None
     assert metadata["stages"]["liver"]["training"]["validation_cases"]
-    assert (bundle_dir / "README.md").read_text().startswith("# liverburden-ct")
+    assert (bundle_dir / "README.md").read_text(encoding="utf-8").startswith("# liverburden-ct")
     ct, _labels = synthetic_ct(shape_zyx=(24, 40, 40), spacing=(4.0, 4.0, 5.0), seed=7)
     result = LiverTumourSegmenter(bundle_dir, device="cpu").predict(ct)
     assert result.labels.GetSize() == ct.GetSize()
@@ -218,7 +218,13 @@ def test_training_loop_needs_only_torch_and_monai(prepared_cache: Path, tmp_path
     script = BLOCKED_IMPORTS_SCRIPT.replace("ARGUMENTS", repr(arguments))
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     completed = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=environment,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "bundle" / "models" / "liver.pt").is_file()
@@ -260,7 +266,9 @@ def test_msd_layout(tmp_path: Path) -> None:
         "8",
     )
     assert result.exit_code == 0, result.stderr
-    manifest = json.loads((tmp_path / "cache" / "liver" / "manifest.json").read_text())
+    manifest = json.loads(
+        (tmp_path / "cache" / "liver" / "manifest.json").read_text(encoding="utf-8")
+    )
     assert [c["case"] for c in manifest["cases"]] == ["Liver_liver_0", "Liver_liver_1"]
     assert manifest["datasets"][0]["licence"] == "CC-BY-SA 4.0"
     dataset["labels"] = {"0": "background", "1": "pancreas", "2": "cancer"}

@@ -132,7 +132,9 @@ def test_demo_workflow_generates_and_segments(tmp_path: Path) -> None:
     result = snakemake(workdir, "--cores", "2", "--configfile", config)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     results = workdir / "results"
-    provenance = json.loads((results / "demo-01" / "baseline" / "segmentation.json").read_text())
+    provenance = json.loads(
+        (results / "demo-01" / "baseline" / "segmentation.json").read_text(encoding="utf-8")
+    )
     assert provenance["model"]["name"]
     assert (results / "demo-01" / "report.html").is_file()
     assert len(_rows(results / "cohort.csv")) == 2
@@ -174,7 +176,7 @@ def test_default_sheet_lists_the_demo_cohort(tmp_path: Path) -> None:
     ] == [(s.subject, s.timepoint, s.date, s.image.name, s.treatment) for s in regenerated.scans]
     lines = [
         line
-        for line in (REPO_ROOT / config["samples"]).read_text().splitlines()
+        for line in (REPO_ROOT / config["samples"]).read_text(encoding="utf-8").splitlines()
         if not line.startswith("#")
     ]
     assert lines == expected.splitlines()

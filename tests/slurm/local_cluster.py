@@ -151,7 +151,7 @@ def _default_conf_in_use() -> str | None:
         if stream.readline().rstrip("\n") != CONF_HEADER:
             return f"{path} links to a SLURM configuration that is not a test cluster's"
     try:
-        pids = json.loads((path.resolve().parent / "pids.json").read_text())
+        pids = json.loads((path.resolve().parent / "pids.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if any(_alive(int(pid)) for pid in pids.values()):
@@ -162,7 +162,7 @@ def _default_conf_in_use() -> str | None:
 def _alive(pid: int) -> bool:
     """True for a running process (a zombie left unreaped by its parent is not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
@@ -287,6 +287,8 @@ class LocalSlurmCluster:
             env=self.environment(),
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=timeout,
             check=False,
         )
@@ -387,7 +389,7 @@ class LocalSlurmCluster:
                 continue
             try:
                 variables = (entry / "environ").read_bytes().split(b"\0")
-                command = (entry / "comm").read_text().strip()
+                command = (entry / "comm").read_text(encoding="utf-8").strip()
             except OSError:
                 continue
             if marker not in variables:
@@ -447,7 +449,7 @@ class _AdoptedCluster(LocalSlurmCluster):
     """A cluster started by another process (command line ``stop``)."""
 
     def adopt(self) -> None:
-        pids = json.loads((self.root / "pids.json").read_text())
+        pids = json.loads((self.root / "pids.json").read_text(encoding="utf-8"))
         for name, pid in pids.items():
             self._processes[name] = _Pid(pid)  # type: ignore[assignment]
 
