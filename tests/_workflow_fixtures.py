@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.conftest import run_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO_ROOT / "Snakefile"
 
@@ -39,14 +41,9 @@ def snakemake(
         str(workdir),
         *map(str, args),
     ]
-    return subprocess.run(
+    return run_text(
         command,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=timeout,
-        check=False,
         env=environment,
         cwd=workdir,
     )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,3 +67,24 @@ def assert_clean_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def console_script() -> list[str]:
+    """The installed ``liverburden`` console script, else ``python -m pipeline``."""
+    script = Path(sys.executable).parent / "liverburden"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
+
+
+def run_text(
+    command: Sequence[str | os.PathLike[str]], **options: object
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end with stdout and stderr captured as UTF-8 text, whatever
+    the locale (undecodable bytes replaced); never raises on a non-zero exit code."""
+    return subprocess.run(
+        [str(part) for part in command],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+        **options,  # type: ignore[arg-type]
+    )

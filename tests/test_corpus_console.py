@@ -11,19 +11,14 @@ import os
 import pty
 import select
 import subprocess
-import sys
 from pathlib import Path
 
 from tests._corpus_fixtures import corpus_workspace
+from tests.conftest import console_script, run_text
 from tests.corpus import Workspace, get_case
 from tests.corpus.base import BASE_DATE, leftover_temporaries
 
 __all__ = ["corpus_workspace"]
-
-
-def console_script() -> list[str]:
-    script = Path(sys.executable).parent / "liverburden"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
 
 
 def run_in_terminal(args: list[str], timeout: float = 120) -> tuple[int, str]:
@@ -67,14 +62,9 @@ def test_truncated_ct_on_a_terminal(corpus_workspace: Workspace, tmp_path: Path)
 
 def test_mixed_subjects_through_a_pipe(corpus_workspace: Workspace) -> None:
     invocation = get_case("respond:mixed-subjects").build(corpus_workspace)
-    result = subprocess.run(
+    result = run_text(
         [*console_script(), *invocation.args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=120,
-        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -93,14 +83,9 @@ def test_debug_shows_the_traceback(corpus_workspace: Workspace, tmp_path: Path) 
         BASE_DATE,
         "--debug",
     ]
-    result = subprocess.run(
+    result = run_text(
         [*console_script(), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=120,
-        check=False,
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "InputError" in result.stderr

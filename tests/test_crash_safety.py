@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests._corpus_fixtures import corpus_workspace
-from tests.conftest import run_cli
+from tests.conftest import console_script, run_cli, run_text
 from tests.corpus import Workspace
 from tests.corpus.base import leftover_temporaries
 
@@ -38,11 +37,6 @@ __all__ = ["corpus_workspace"]
 #: The one field of segment's provenance JSON that differs between reruns (wall-clock
 #: seconds of each step, documented in docs/cli/segment.md).
 WALL_CLOCK_FIELD = "timings_s"
-
-
-def console_script() -> list[str]:
-    script = Path(sys.executable).parent / "liverburden"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
 
 
 def files_under(path: Path) -> dict[str, bytes]:
@@ -72,14 +66,9 @@ def run_console(
     args: list[str], timeout: float = 300
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    result = subprocess.run(
+    result = run_text(
         [*console_script(), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=timeout,
-        check=False,
     )
     return time.perf_counter() - started, result
 

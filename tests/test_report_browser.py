@@ -17,6 +17,8 @@ import pytest
 from _report_fixtures import write_subject
 from conftest import run_cli
 
+from tests.conftest import run_text
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,14 +55,9 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
         "--v=0",
         *args,
     ]
-    return subprocess.run(
+    return run_text(
         command,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         timeout=120,
-        check=False,
     )
 
 

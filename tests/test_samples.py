@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.samples import load_samples, main
+from tests.conftest import run_text
 
 HEADER = "subject\ttimepoint\tdate\timage\tarterial_image\tmask\ttreatment\n"
 
@@ -247,13 +247,8 @@ def test_module_entry_point(scans: Path) -> None:
     bad = write_sheet(
         scans.parent, HEADER + "P01\tt0\t2023-01-01\tscans/zzz.nii.gz\t\t\t\n", "bad.tsv"
     )
-    result = subprocess.run(
+    result = run_text(
         [sys.executable, "-m", "pipeline.samples", str(bad)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        check=False,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "not found" in result.stderr

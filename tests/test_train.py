@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from tests._segment_fixtures import synthetic_ct
-from tests.conftest import REPO_ROOT, assert_clean_error, run_cli
+from tests.conftest import REPO_ROOT, assert_clean_error, run_cli, run_text
 
 TINY_NETWORK = '{"channels": [4, 8], "strides": [2], "num_res_units": 0}'
 FIT_OPTIONS = (
@@ -217,12 +216,8 @@ def test_training_loop_needs_only_torch_and_monai(prepared_cache: Path, tmp_path
     ]  # fmt: skip
     script = BLOCKED_IMPORTS_SCRIPT.replace("ARGUMENTS", repr(arguments))
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    completed = subprocess.run(
+    completed = run_text(
         [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
         env=environment,
         timeout=300,
     )
