@@ -11,7 +11,6 @@ the truth expects, then the agreement. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests._response_fixtures import measure_phantom_cohort_with_truth
 from tests.conftest import run_cli
 
 CRITERIA = ("recist", "mrecist", "choi", "volumetric")
@@ -47,35 +47,10 @@ def main() -> None:
         )
         assert result.exit_code == 0, result.stderr
         truth = json.loads((cohort / "truth.json").read_text(encoding="utf-8"))
-        with open(cohort / "samples_truth.tsv", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        subjects: dict[str, list[dict[str, str]]] = {}
-        for row in rows:
-            subjects.setdefault(row["subject"], []).append(row)
+        subjects = measure_phantom_cohort_with_truth(cohort, root / "measure")
         agree = total = 0
         seconds = []
-        for subject, scans in subjects.items():
-            folders = []
-            for row in scans:
-                folder = root / "measure" / subject / row["timepoint"]
-                result = run_cli(
-                    "measure",
-                    cohort / row["image"],
-                    cohort / row["mask"],
-                    "--arterial",
-                    cohort / row["arterial_image"],
-                    "-o",
-                    folder,
-                    "--date",
-                    row["date"],
-                    "--timepoint",
-                    row["timepoint"],
-                    "--subject",
-                    subject,
-                    "-q",
-                )
-                assert result.exit_code == 0, result.stderr
-                folders.append(folder)
+        for subject, folders in subjects.items():
             start = time.perf_counter()
             result = run_cli("respond", *folders, "-o", root / f"{subject}.json", "-q")
             seconds.append(time.perf_counter() - start)

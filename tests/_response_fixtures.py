@@ -12,6 +12,7 @@ exact diameters) can be given per lesion.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -310,3 +311,36 @@ def write_ct_scene(
         paths["arterial"] = folder / "arterial.nii.gz"
         sitk.WriteImage(_image(image, GRID_SPACING_MM, GRID_ORIGIN_MM), str(paths["arterial"]))
     return paths
+
+
+def measure_phantom_cohort_with_truth(cohort: Path, output: Path) -> dict[str, list[Path]]:
+    """``liverburden measure`` on every scan of a ``liverburden phantom`` cohort with its
+    true label map and arterial image (``samples_truth.tsv``); the measurement folders
+    (``output/<subject>/<timepoint>``) per subject, in the sheet's order."""
+    from tests.conftest import run_cli
+
+    with open(cohort / "samples_truth.tsv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    folders: dict[str, list[Path]] = {}
+    for row in rows:
+        subject = row["subject"]
+        folder = output / subject / row["timepoint"]
+        result = run_cli(
+            "measure",
+            cohort / row["image"],
+            cohort / row["mask"],
+            "--arterial",
+            cohort / row["arterial_image"],
+            "-o",
+            folder,
+            "--date",
+            row["date"],
+            "--timepoint",
+            row["timepoint"],
+            "--subject",
+            subject,
+            "-q",
+        )
+        assert result.exit_code == 0, result.stderr
+        folders.setdefault(subject, []).append(folder)
+    return folders

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,13 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from tests._response_fixtures import Motion, read_response, sphere, write_ct_scene
+from tests._response_fixtures import (
+    Motion,
+    measure_phantom_cohort_with_truth,
+    read_response,
+    sphere,
+    write_ct_scene,
+)
 from tests.conftest import assert_clean_error, run_cli, shared_data
 
 A_CENTRE = (30.0, -15.0, 0.0)
@@ -148,35 +153,10 @@ def test_phantom_cohort_responses_and_lesion_identity_match_the_truth(tmp_path: 
     result = run_cli("phantom", cohort, "--size", "tiny", "--subjects", "4", "-q")
     assert result.exit_code == 0, result.stderr
     truth = json.loads((cohort / "truth.json").read_text(encoding="utf-8"))
-    with open(cohort / "samples_truth.tsv", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    by_subject: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        by_subject.setdefault(row["subject"], []).append(row)
+    by_subject = measure_phantom_cohort_with_truth(cohort, tmp_path / "measure")
     assert len(by_subject) == 4
     assert truth["subjects"]["demo-04"]["scenario"] == "necrosis"
-    for subject, scans in by_subject.items():
-        folders = []
-        for row in scans:
-            folder = tmp_path / "measure" / subject / row["timepoint"]
-            result = run_cli(
-                "measure",
-                cohort / row["image"],
-                cohort / row["mask"],
-                "--arterial",
-                cohort / row["arterial_image"],
-                "-o",
-                folder,
-                "--date",
-                row["date"],
-                "--timepoint",
-                row["timepoint"],
-                "--subject",
-                subject,
-                "-q",
-            )
-            assert result.exit_code == 0, result.stderr
-            folders.append(folder)
+    for subject, folders in by_subject.items():
         output = tmp_path / f"{subject}.json"
         result = run_cli("respond", *folders, "-o", output, "-q")
         assert result.exit_code == 0, result.stderr
@@ -199,12 +179,8 @@ def test_phantom_cohort_responses_and_lesion_identity_match_the_truth(tmp_path: 
 
         # lesion identity: every key follows one truth lesion (or its fragments) over time
         measured = {
-            row["timepoint"]: json.loads(
-                (tmp_path / "measure" / subject / row["timepoint"] / "measurements.json").read_text(
-                    encoding="utf-8"
-                )
-            )
-            for row in scans
+            folder.name: json.loads((folder / "measurements.json").read_text(encoding="utf-8"))
+            for folder in folders
         }
         followed: dict[str, str] = {}
         listed = [(data["baseline"]["timepoint"], data["baseline"]["lesions"])]
