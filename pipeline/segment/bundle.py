@@ -326,6 +326,18 @@ def _check_network(network: Any, source: Path, key: str) -> dict[str, Any]:
     return copy.deepcopy(network)
 
 
+def _settings_mapping(data: Any, source: Path, where: str, known: set[str]) -> dict[str, Any]:
+    """``data`` as a mapping whose keys are all in ``known``; else a clear error."""
+    if not isinstance(data, dict):
+        raise _fail(source, f"{where} must be a mapping")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _fail(
+            source, f"{where} has unknown setting(s) {', '.join(unknown)}", ", ".join(sorted(known))
+        )
+    return data
+
+
 def _parse_stage(data: Any, source: Path, index: int) -> StageSettings:
     where = f"stage {index + 1}"
     if not isinstance(data, dict):
@@ -334,12 +346,7 @@ def _parse_stage(data: Any, source: Path, index: int) -> StageSettings:
     missing = [k for k in required if k not in data]
     if missing:
         raise _fail(source, f"{where} lacks {', '.join(missing)}")
-    known = {f.name for f in dataclasses.fields(StageSettings)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise _fail(
-            source, f"{where} has unknown setting(s) {', '.join(unknown)}", ", ".join(sorted(known))
-        )
+    _settings_mapping(data, source, where, {f.name for f in dataclasses.fields(StageSettings)})
     name = data["name"]
     if (
         not isinstance(name, str)
@@ -471,17 +478,10 @@ def parse_inference_settings(data: Any, source: Path | str = INFERENCE_FILE) -> 
             f"fast has an unknown setting {key!r}",
             ", ".join(FAST_KEYS) + " or a stage name",
         )
-    post = data.get("postprocessing", {}) or {}
-    if not isinstance(post, dict):
-        raise _fail(source, "postprocessing must be a mapping")
     post_fields = {f.name for f in dataclasses.fields(PostprocessingSettings)}
-    unknown = sorted(set(post) - post_fields)
-    if unknown:
-        raise _fail(
-            source,
-            f"postprocessing has unknown setting(s) {', '.join(unknown)}",
-            ", ".join(sorted(post_fields)),
-        )
+    post = _settings_mapping(
+        data.get("postprocessing", {}) or {}, source, "postprocessing", post_fields
+    )
     for key in post_fields - {"min_tumour_volume_mm3"}:
         if key in post and not isinstance(post[key], bool):
             raise _fail(source, f"postprocessing.{key} must be true or false, not {post[key]!r}")
@@ -494,17 +494,10 @@ def parse_inference_settings(data: Any, source: Path | str = INFERENCE_FILE) -> 
         **{k: post[k] for k in post_fields - {"min_tumour_volume_mm3"} if k in post},
         min_tumour_volume_mm3=min_volume,
     )
-    quality_data = data.get("quality", {}) or {}
-    if not isinstance(quality_data, dict):
-        raise _fail(source, "quality must be a mapping")
     quality_fields = {f.name for f in dataclasses.fields(QualitySettings)}
-    unknown = sorted(set(quality_data) - quality_fields)
-    if unknown:
-        raise _fail(
-            source,
-            f"quality has unknown setting(s) {', '.join(unknown)}",
-            ", ".join(sorted(quality_fields)),
-        )
+    quality_data = _settings_mapping(
+        data.get("quality", {}) or {}, source, "quality", quality_fields
+    )
     defaults = QualitySettings()
     volume_range = quality_data.get("liver_volume_ml", list(defaults.liver_volume_ml))
     if not isinstance(volume_range, list | tuple) or len(volume_range) != 2:
