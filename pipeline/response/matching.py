@@ -124,7 +124,10 @@ class PreparedMask:
     quality_grid: tuple[sitk.Image, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def of(cls, mask: sitk.Image) -> PreparedMask:
+    def of(cls, mask: sitk.Image | PreparedMask) -> PreparedMask:
+        """The prepared form of a mask (a mask already prepared is returned as it is)."""
+        if isinstance(mask, PreparedMask):
+            return mask
         binary = _binary(mask)
         stats = sitk.LabelShapeStatisticsImageFilter()
         stats.Execute(binary)
@@ -244,16 +247,8 @@ def alignment_quality(
     Both are measured on an axis-aligned grid around the baseline liver with
     :data:`QUALITY_SPACING_MM` spacing (or the mask's, when coarser).
     """
-    fixed = (
-        baseline_liver
-        if isinstance(baseline_liver, PreparedMask)
-        else PreparedMask.of(baseline_liver)
-    )
-    moving = (
-        follow_up_liver
-        if isinstance(follow_up_liver, PreparedMask)
-        else PreparedMask.of(follow_up_liver)
-    )
+    fixed = PreparedMask.of(baseline_liver)
+    moving = PreparedMask.of(follow_up_liver)
     if fixed.empty:
         return 0.0, float("inf")
     if fixed.quality_grid is None:
@@ -292,16 +287,8 @@ def align_livers(
     ``matching_minimum_liver_dice`` or above
     ``matching_maximum_mean_surface_distance_mm``.
     """
-    fixed = (
-        baseline_liver
-        if isinstance(baseline_liver, PreparedMask)
-        else PreparedMask.of(baseline_liver)
-    )
-    moving = (
-        follow_up_liver
-        if isinstance(follow_up_liver, PreparedMask)
-        else PreparedMask.of(follow_up_liver)
-    )
+    fixed = PreparedMask.of(baseline_liver)
+    moving = PreparedMask.of(follow_up_liver)
     reasons: list[str] = []
     fixed_centroid, moving_centroid = fixed.centroid_mm, moving.centroid_mm
     if fixed_centroid is None or moving_centroid is None:
