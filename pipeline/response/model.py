@@ -284,6 +284,25 @@ def at_least(value: float, limit: float) -> bool:
     return value >= limit - RELATIVE_TOLERANCE * max(1.0, abs(limit))
 
 
+def volume_progressed(
+    volume_ml: float, reference_ml: float, percent: float, minimum_increase_ml: float
+) -> bool:
+    """Whether ``volume_ml`` has grown over ``reference_ml`` (a nadir) by at least
+    ``percent`` % and by at least ``minimum_increase_ml`` mL (from 0 mL any growth counts)."""
+    increase = volume_ml - reference_ml
+    return (
+        increase > 0
+        and at_least(volume_ml, reference_ml * (1 + percent / 100.0))
+        and at_least(increase, minimum_increase_ml)
+    )
+
+
+def increase_text(volume_ml: float, reference_ml: float) -> str:
+    """A volume increase for a reason: ``+80.0 %``, or ``up from 0 mL``."""
+    change = percent_change(volume_ml, reference_ml)
+    return f"{signed(change)} %" if change is not None else "up from 0 mL"
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     """A number for a human-readable reason (``n/a`` for ``None``)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

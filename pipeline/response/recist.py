@@ -28,10 +28,12 @@ from pipeline.response.model import (
     at_least,
     at_most,
     fmt,
+    increase_text,
     key_values,
     percent_change,
     rounded,
     signed,
+    volume_progressed,
 )
 from pipeline.response.settings import ResponseSettings
 
@@ -470,27 +472,24 @@ def classify_non_target_volume(
         if quantity == "viable_volume_ml":
             return NON_TARGET_CR, total, ["no enhancement left in any non-target lesion: CR"]
         return NON_TARGET_CR, total, ["all non-target lesions disappeared: CR"]
-    if nadir_volume_ml is not None:
-        increase = total - nadir_volume_ml
-        limit = nadir_volume_ml * (1 + settings.non_target_progression_volume_percent / 100.0)
-        if (
-            increase > 0
-            and at_least(total, limit)
-            and at_least(increase, settings.non_target_progression_minimum_increase_ml)
-        ):
-            change = percent_change(total, nadir_volume_ml)
-            shown = f"{signed(change)} %" if change is not None else "up from 0 mL"
-            return (
-                NON_TARGET_PD,
-                total,
-                [
-                    f"{name} {fmt(total, 2)} mL is {shown} over its nadir "
-                    f"{fmt(nadir_volume_ml, 2)} mL "
-                    f"(≥ +{fmt(settings.non_target_progression_volume_percent, 0)} %, "
-                    "automated stand-in for "
-                    "unequivocal progression): PD"
-                ],
-            )
+    if nadir_volume_ml is not None and volume_progressed(
+        total,
+        nadir_volume_ml,
+        settings.non_target_progression_volume_percent,
+        settings.non_target_progression_minimum_increase_ml,
+    ):
+        shown = increase_text(total, nadir_volume_ml)
+        return (
+            NON_TARGET_PD,
+            total,
+            [
+                f"{name} {fmt(total, 2)} mL is {shown} over its nadir "
+                f"{fmt(nadir_volume_ml, 2)} mL "
+                f"(≥ +{fmt(settings.non_target_progression_volume_percent, 0)} %, "
+                "automated stand-in for "
+                "unequivocal progression): PD"
+            ],
+        )
     return (
         NON_CR_NON_PD,
         total,

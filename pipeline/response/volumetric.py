@@ -19,12 +19,13 @@ from pipeline.response.model import (
     PD,
     PR,
     SD,
-    at_least,
     at_most,
     fmt,
+    increase_text,
     percent_change,
     rounded,
     signed,
+    volume_progressed,
 )
 from pipeline.response.recist import nadir
 from pipeline.response.settings import ResponseSettings
@@ -56,15 +57,13 @@ def classify_volume(
     if volume_ml <= 0:
         return CR, [f"no tumour left ({name} 0 mL): CR"]
     reference = nadir_ml if nadir_ml is not None else baseline_ml
-    increase = volume_ml - reference
-    limit = reference * (1 + settings.volumetric_progression_percent / 100.0)
-    if (
-        increase > 0
-        and at_least(volume_ml, limit)
-        and at_least(increase, settings.volumetric_progression_minimum_increase_ml)
+    if volume_progressed(
+        volume_ml,
+        reference,
+        settings.volumetric_progression_percent,
+        settings.volumetric_progression_minimum_increase_ml,
     ):
-        change = percent_change(volume_ml, reference)
-        shown = f"{signed(change)} %" if change is not None else "up from 0 mL"
+        shown = increase_text(volume_ml, reference)
         return PD, [
             f"{name} {fmt(volume_ml, 2)} mL is {shown} over the nadir {fmt(reference, 2)} mL "
             f"≥ +{fmt(settings.volumetric_progression_percent, 0)} %: PD"
