@@ -32,6 +32,11 @@ RESPONSE_COLOURS = {
 }
 
 
+def _placeholder(axes: Any, text: str, **options: Any) -> None:
+    """Grey text in the middle of an empty plot."""
+    axes.text(0.5, 0.5, text, transform=axes.transAxes, ha="center", color="#808080", **options)
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -312,15 +317,7 @@ def timecourse_png(
                         fontsize=8,
                     )
     if not plotted_any:
-        axes.text(
-            0.5,
-            0.5,
-            "no values",
-            transform=axes.transAxes,
-            ha="center",
-            va="center",
-            color="#808080",
-        )
+        _placeholder(axes, "no values", va="center")
     axes.set_title(title, fontsize=10)
     axes.set_ylabel(ylabel, fontsize=9)
     axes.set_ylim(bottom=0)
@@ -370,14 +367,7 @@ def waterfall_png(
             handles, [r or "n/a" for r in used], title="best response", fontsize=7, title_fontsize=7
         )
     else:
-        axes.text(
-            0.5,
-            0.5,
-            "no subject with a follow-up",
-            transform=axes.transAxes,
-            ha="center",
-            color="#808080",
-        )
+        _placeholder(axes, "no subject with a follow-up")
         axes.set_xticks([])
     axes.axhline(0, color="black", linewidth=0.8)
     axes.axhline(partial_response_percent, color="#1a9850", linestyle="--", linewidth=1)
@@ -413,14 +403,7 @@ def spider_png(
                 textcoords="offset points",
             )
     if not curves:
-        axes.text(
-            0.5,
-            0.5,
-            "no subject with a follow-up",
-            transform=axes.transAxes,
-            ha="center",
-            color="#808080",
-        )
+        _placeholder(axes, "no subject with a follow-up")
     axes.axhline(0, color="black", linewidth=0.8)
     axes.axhline(partial_response_percent, color="#1a9850", linestyle="--", linewidth=1)
     axes.axhline(progression_percent, color="#d73027", linestyle="--", linewidth=1)
