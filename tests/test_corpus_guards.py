@@ -31,7 +31,13 @@ from pipeline.measure.volumes import involvement_percent
 from tests._corpus_fixtures import corpus_workspace
 from tests.conftest import assert_clean_error, run_cli
 from tests.corpus import Workspace
-from tests.corpus.base import BASE_DATE, FOLLOW_UP_DATE, image_like, write_image
+from tests.corpus.base import (
+    BASE_DATE,
+    FOLLOW_UP_DATE,
+    fast_segment_args,
+    image_like,
+    write_image,
+)
 from tests.corpus.measurements import copy_measure
 
 __all__ = ["corpus_workspace"]
@@ -63,20 +69,7 @@ def guarded(
     root = tmp_path_factory.mktemp("guards")
     bundle = _strict_bundle(ws.bundle, root / "bundle")
     segmentation = root / "baseline" / "segmentation.nii.gz"
-    _ok(
-        "segment",
-        ws.ct_path,
-        "-o",
-        segmentation,
-        "--model",
-        bundle,
-        "--device",
-        "cpu",
-        "--fast",
-        "--threads",
-        "1",
-        "-q",
-    )
+    _ok(*fast_segment_args(ws.ct_path, segmentation, bundle), "-q")
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(segmentation)))
     if not np.any(labels == 1):  # pragma: no cover - an untrained bundle may find nothing
         pytest.skip("the bundle found no liver in the test scan (no trained test bundle)")

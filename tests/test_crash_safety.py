@@ -30,7 +30,7 @@ import pytest
 from tests._corpus_fixtures import corpus_workspace
 from tests.conftest import console_script, run_cli, run_text
 from tests.corpus import Workspace
-from tests.corpus.base import leftover_temporaries
+from tests.corpus.base import fast_segment_args, leftover_temporaries
 
 __all__ = ["corpus_workspace"]
 
@@ -205,19 +205,7 @@ def test_kill_report(corpus_workspace: Workspace, tmp_path: Path) -> None:
 def test_kill_segment(corpus_workspace: Workspace, tmp_path: Path) -> None:
     ws = corpus_workspace
     seg = tmp_path / "segmentation.nii.gz"
-    args = [
-        "segment",
-        str(ws.ct_path),
-        "-o",
-        str(seg),
-        "--model",
-        str(ws.bundle),
-        "--device",
-        "cpu",
-        "--fast",
-        "--threads",
-        "1",
-    ]
+    args = fast_segment_args(ws.ct_path, seg, ws.bundle)
     crash_and_rerun(args, [seg, tmp_path / "segmentation.json"], kills=1, seed=4)
 
 
@@ -345,20 +333,7 @@ def test_segment_reruns_are_identical(corpus_workspace: Workspace, tmp_path: Pat
     ws = corpus_workspace
 
     def run(folder: Path) -> list[Path]:
-        _ok(
-            "segment",
-            ws.ct_path,
-            "-o",
-            folder / "segmentation.nii.gz",
-            "--model",
-            ws.bundle,
-            "--device",
-            "cpu",
-            "--fast",
-            "--threads",
-            "1",
-            "-q",
-        )
+        _ok(*fast_segment_args(ws.ct_path, folder / "segmentation.nii.gz", ws.bundle), "-q")
         return [folder / "segmentation.nii.gz", folder / "segmentation.json"]
 
     _twice(run, tmp_path)

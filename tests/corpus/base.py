@@ -293,6 +293,24 @@ class Workspace:
         )
 
 
+def fast_segment_args(image: Path | str, output: Path | str, bundle: Path | str) -> list[str]:
+    """``liverburden segment`` arguments for a tiny test scan: ``bundle``, CPU, fast mode,
+    one thread."""
+    return [
+        "segment",
+        str(image),
+        "-o",
+        str(output),
+        "--model",
+        str(bundle),
+        "--device",
+        "cpu",
+        "--fast",
+        "--threads",
+        "1",
+    ]
+
+
 def untrained_bundle(folder: Path) -> Path:
     """A two-stage bundle of very small random-weight U-Nets on coarse grids (fast on CPU)."""
     from pipeline.segment.recipes import stage_recipe, unet, write_untrained_bundle

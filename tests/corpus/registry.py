@@ -20,6 +20,7 @@ from tests.corpus.base import (
     Case,
     Invocation,
     Workspace,
+    fast_segment_args,
     image_like,
     sphere,
     write_image,
@@ -139,19 +140,7 @@ def _ct_invocation(
             )
         if command == "segment":
             seg = out / "segmentation.nii.gz"
-            args = [
-                "segment",
-                str(ct),
-                "-o",
-                str(seg),
-                "--model",
-                str(ws.bundle),
-                "--device",
-                "cpu",
-                "--fast",
-                "--threads",
-                "1",
-            ]
+            args = fast_segment_args(ct, seg, ws.bundle)
 
             def check_segment(result: Any) -> None:
                 from pipeline.io import read_ct, same_grid
